@@ -1,0 +1,55 @@
+"""cascade-async: the asyncio client for SMSBAT's Cascade Messages API."""
+
+from ._client import DEFAULT_BASE_URL, CascadeClient
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    BadRequestError,
+    CascadeError,
+    ProtocolError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
+from ._models import Message, MessageType, Result, Route, Status
+from ._ratelimit import RateLimit
+from ._report import BulkReport
+from ._retry import RetryPolicy
+from ._stream import MessageSource, ResultStream
+from ._transport import AiohttpTransport, RawResponse, Transport
+from ._version import __version__
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "APIError",
+    "AiohttpTransport",
+    "AuthenticationError",
+    "BadRequestError",
+    "BatchCompleted",
+    "BatchSent",
+    "BulkReport",
+    "CascadeClient",
+    "CascadeError",
+    "Event",
+    "EventHook",
+    "Message",
+    "MessageSource",
+    "MessageType",
+    "ProtocolError",
+    "RateLimit",
+    "RateLimitError",
+    "RawResponse",
+    "Result",
+    "ResultStream",
+    "RetryPolicy",
+    "RetryScheduled",
+    "Route",
+    "ServerError",
+    "Status",
+    "Transport",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+]

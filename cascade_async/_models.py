@@ -1,0 +1,220 @@
+"""Typed messages, results and the checks a message passes before it may be sent."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import CascadeError, ValidationError
+
+__all__ = ["Message", "MessageType", "Result", "Route", "Status"]
+
+MAX_ID_LENGTH: Final = 255
+MAX_SURVEY_TEXT: Final = 85
+MIN_SURVEY_OPTIONS: Final = 2
+MAX_SURVEY_OPTIONS: Final = 5
+MAX_SCHEDULE_AHEAD: Final = _dt.timedelta(days=30)
+
+# E.164: "+", a first digit 1-9, 8 to 15 digits in all.
+_E164 = re.compile(r"\+[1-9][0-9]{7,14}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class MessageType(enum.StrEnum):
+    """How the provider treats a message."""
+
+    TRANSACTION = "transaction"
+    PROMO = "promo"
+    VIBER_SURVEY = "viber_survey"
+    FLASHCALL = "flashcall"
+
+
+class Route(enum.StrEnum):
+    """Which cascade endpoint a batch is posted to."""
+
+    CASCADE = "/api/CascadeMessage/send_message/async"
+    TELEGRAM_VIBER = "/api/CascadeMessage/send_message/tg-viber/async"
+
+
+class Status(enum.StrEnum):
+    """Where a message ended."""
+
+    ACCEPTED = "accepted"  # the provider took it and gave it a messageId
+    REJECTED = "rejected"  # permanent: invalid input, a 4xx, a duplicate id
+    FAILED = "failed"  # transient errors given up on, or a broken answer
+
+
+class Message(
+    msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True, forbid_unknown_fields=True
+):
+    """One cascade message, checked when it is built.
+
+    >>> Message(id="order-1", from_name="Shop", to_phone="+380501234567",
+    ...         message_type=MessageType.TRANSACTION, text="Order confirmed")
+    Message(id='order-1', ...)
+
+    ``ValidationError`` names the field, the problem and the tracking id.
+    """
+
+    id: str
+    from_name: str
+    to_phone: str
+    message_type: MessageType
+    text: str | None = None
+    ttl: int | None = None
+    scheduled_sent: _dt.datetime | None = None
+    survey_options: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # msgspec does not check types or constraints when a Struct is built in Python, and
+        # this runs for decoded messages too: one place for every rule.
+        _check(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Message:
+        """Build a message from its wire form (the provider's camelCase keys)."""
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            # msgspec wraps what __post_init__ raised; hand back our own error unwrapped.
+            if isinstance(exc.__cause__, ValidationError):
+                raise exc.__cause__ from None
+            raise _from_msgspec(exc, data) from None
+        except TypeError as exc:  # a non-mapping input
+            raise ValidationError(str(exc), field=None, tracking_id=None) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form, as sent: camelCase keys, unset fields left out."""
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+def _from_msgspec(exc: msgspec.ValidationError, data: Any) -> ValidationError:
+    text = str(exc)
+    field = None
+    if " - at `$." in text:
+        text, _, path = text.partition(" - at `$.")
+        field = path.rstrip("`").split("[", 1)[0]
+    elif text.startswith("Object missing required field `") or text.startswith("Object contains unknown field `"):
+        field = text.split("`")[1]
+    tid = data.get("id") if isinstance(data, Mapping) else None
+    return ValidationError(text, field=field, tracking_id=tid if isinstance(tid, str) else None)
+
+
+def _fail(msg: Message | None, field: str, problem: str) -> ValidationError:
+    tid = getattr(msg, "id", None)
+    return ValidationError(problem, field=field, tracking_id=tid if isinstance(tid, str) else None)
+
+
+def _check_str(msg: Message, wire: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise _fail(msg, wire, f"must be a string, not {type(value).__name__}")
+    return value
+
+
+def _check(msg: Message) -> None:
+    tid = _check_str(msg, "id", msg.id)
+    if not 1 <= len(tid) <= MAX_ID_LENGTH:
+        raise _fail(msg, "id", f"must be 1 to {MAX_ID_LENGTH} characters, got {len(tid)}")
+    if _CONTROL.search(tid):
+        raise _fail(msg, "id", "must not contain control characters")
+    if not _check_str(msg, "fromName", msg.from_name).strip():
+        raise _fail(msg, "fromName", "must not be empty")
+    phone = _check_str(msg, "toPhone", msg.to_phone)
+    if not _E164.fullmatch(phone):
+        raise _fail(msg, "toPhone", _phone_problem(phone))
+
+    kind = msg.message_type
+    if not isinstance(kind, MessageType):
+        try:
+            kind = MessageType(kind)
+        except ValueError:
+            choices = ", ".join(t.value for t in MessageType)
+            raise _fail(msg, "messageType", f"must be one of {choices}, not {kind!r}") from None
+        msgspec.structs.force_setattr(msg, "message_type", kind)
+
+    text = msg.text
+    if kind is MessageType.FLASHCALL:
+        if text is not None:
+            raise _fail(msg, "text", "must be left out for flashcall messages")
+    elif text is None or not _check_str(msg, "text", text).strip():
+        raise _fail(msg, "text", f"is required for {kind.value} messages")
+
+    options = msg.survey_options
+    if kind is MessageType.VIBER_SURVEY:
+        if options is None:
+            raise _fail(msg, "surveyOptions", "is required for viber_survey messages")
+        if not isinstance(options, tuple):
+            if isinstance(options, str) or not isinstance(options, list):
+                raise _fail(msg, "surveyOptions", "must be a list of strings")
+            options = tuple(options)
+            msgspec.structs.force_setattr(msg, "survey_options", options)
+        if not MIN_SURVEY_OPTIONS <= len(options) <= MAX_SURVEY_OPTIONS:
+            raise _fail(
+                msg, "surveyOptions", f"needs {MIN_SURVEY_OPTIONS} to {MAX_SURVEY_OPTIONS} options, got {len(options)}"
+            )
+        for option in options:
+            if not isinstance(option, str) or not option.strip():
+                raise _fail(msg, "surveyOptions", "options must be non-empty strings")
+        assert text is not None
+        if len(text) > MAX_SURVEY_TEXT:
+            raise _fail(msg, "text", f"survey text is at most {MAX_SURVEY_TEXT} characters, got {len(text)}")
+    elif options is not None:
+        raise _fail(msg, "surveyOptions", "is only allowed on viber_survey messages")
+
+    ttl = msg.ttl
+    if ttl is not None and (type(ttl) is not int or ttl <= 0):
+        raise _fail(msg, "ttl", f"must be a positive integer (seconds), not {ttl!r}")
+
+    when = msg.scheduled_sent
+    if when is not None:
+        if not isinstance(when, _dt.datetime):
+            raise _fail(msg, "scheduledSent", "must be a datetime")
+        if when.tzinfo is None or when.utcoffset() is None:
+            raise _fail(msg, "scheduledSent", "must be timezone-aware (a naive datetime is not guessed)")
+        utc = when.astimezone(_dt.UTC)
+        if utc - _dt.datetime.now(_dt.UTC) > MAX_SCHEDULE_AHEAD:
+            raise _fail(msg, "scheduledSent", "must be at most 30 days ahead")
+        if utc is not when:
+            msgspec.structs.force_setattr(msg, "scheduled_sent", utc)
+
+
+def _phone_problem(phone: str) -> str:
+    digits = phone.lstrip("+")
+    if not phone.startswith("+") and phone[:1].isdigit():
+        if phone.startswith("0"):
+            return f"{phone!r} is a national number; use E.164 with the country code, e.g. '+380{phone[1:]}'"
+        return f"{phone!r} lacks the leading '+' of E.164, e.g. '+{phone}'"
+    if not digits.isdigit():
+        return f"{phone!r} is not E.164: '+' then digits only, no spaces or punctuation"
+    return f"{phone!r} is not E.164: '+', a first digit 1-9, 8 to 15 digits in all"
+
+
+class Result(msgspec.Struct, frozen=True):
+    """Where one message ended. Exactly one per input message."""
+
+    tracking_id: str
+    status: Status
+    message_id: str | None = None
+    error: CascadeError | None = None
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.ACCEPTED
+
+    @property
+    def outcome_unknown(self) -> bool:
+        """True when the provider may have accepted this message although no answer said so."""
+        return self.error is not None and self.error.outcome_unknown
+
+    def __repr__(self) -> str:
+        extra = f", message_id={self.message_id!r}" if self.message_id else ""
+        if self.error is not None:
+            extra += f", error={type(self.error).__name__}({str(self.error)!r})"
+        return f"Result({self.tracking_id!r}, {self.status.name}{extra}, attempts={self.attempts})"

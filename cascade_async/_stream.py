@@ -1,0 +1,271 @@
+"""One bulk job: pull input lazily, batch it, send batches concurrently, yield results.
+
+Three kinds of task cooperate, all owned by the job and cancelled together:
+the reader (pulls input, checks and de-duplicates it, fills the batcher), the dispatcher
+(takes a batch whenever an in-flight slot is free and starts a batch task), and one task
+per batch in flight. A slot is held from dispatch until the consumer has taken the batch's
+results, so a consumer that stops reading stops the engine reading input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final
+
+from ._batching import Batcher
+from ._engine import BatchSender
+from ._errors import AuthenticationError, CascadeError, ValidationError
+from ._events import BatchCompleted, EventHook, emit
+from ._models import Message, Result, Route, Status
+
+__all__ = ["MessageSource", "ResultStream"]
+
+logger = logging.getLogger("cascade_async")
+
+MessageSource = Iterable[Message | Mapping[str, Any]] | AsyncIterable[Message | Mapping[str, Any]]
+
+
+class _End:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+
+_Item = list[Result] | _End
+
+DUPLICATE_ID: Final = "DUPLICATE_ID"
+
+
+class ResultStream:
+    """An async iterator of ``Result``: exactly one per input message, in completion order.
+
+    >>> async with client.stream(messages) as results:
+    ...     async for result in results:
+    ...         print(result.tracking_id, result.status)
+
+    ``async for r in client.stream(...)`` works on its own too; leaving the loop early
+    cancels in-flight requests (use ``async with`` to make that happen at a known point).
+    """
+
+    def __init__(
+        self,
+        source: MessageSource,
+        *,
+        sender: BatchSender,
+        route: Route,
+        batch_size: int,
+        linger: float,
+        max_in_flight: int,
+        on_event: EventHook | None,
+    ) -> None:
+        self._source = source
+        self._sender = sender
+        self._route = route
+        self._batch_size = batch_size
+        self._linger = linger
+        self._max_in_flight = max_in_flight
+        self._hook = on_event
+        #: First-occurrence tracking ids in input order (dict: ordered, O(1) membership).
+        self.seen: dict[str, None] = {}
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+        self._iterating = False
+        self._slots: asyncio.Semaphore | None = None
+        self._batcher: Batcher[Message] | None = None
+        self._source_error: BaseException | None = None
+
+    # --- consumer side --------------------------------------------------------------
+
+    def __aiter__(self) -> AsyncIterator[Result]:
+        if self._iterating:
+            raise RuntimeError("a ResultStream can be iterated only once")
+        self._iterating = True
+        return self._iterate()
+
+    async def __aenter__(self) -> ResultStream:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _iterate(self) -> AsyncGenerator[Result, None]:
+        self._start()
+        assert self._slots is not None
+        slots = self._slots
+        queue = self._queue
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, _End):
+                    if item.error is not None:
+                        raise item.error
+                    return
+                slots.release()
+                for result in item:
+                    yield result
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the job: cancel pending input reads, waits and requests, and wait for them."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- producer side --------------------------------------------------------------
+
+    def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("this ResultStream is closed")
+        self._started = True
+        self._slots = asyncio.Semaphore(self._max_in_flight)
+        self._batcher = Batcher(self._batch_size, self._linger)
+        self._spawn(self._read())
+        self._spawn(self._dispatch())
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _read(self) -> None:
+        assert self._batcher is not None
+        batcher = self._batcher
+        admit = self._admit
+        try:
+            if isinstance(self._source, AsyncIterable):
+                index = 0
+                async for item in self._source:
+                    index += 1
+                    msg = admit(item, index)
+                    if isinstance(msg, Result):
+                        await self._emit_rejected(msg)
+                    elif not batcher.offer(msg):
+                        await batcher.put(msg)
+            else:
+                for index, item in enumerate(self._source, 1):
+                    msg = admit(item, index)
+                    if isinstance(msg, Result):
+                        await self._emit_rejected(msg)
+                    elif not batcher.offer(msg):
+                        await batcher.put(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The input itself failed: finish what was read, then raise it to the consumer.
+            logger.error("reading input failed after %d message(s): %r", len(self.seen), exc)
+            self._source_error = exc
+        batcher.close()
+
+    def _admit(self, item: Message | Mapping[str, Any], index: int) -> Message | Result:
+        """Check one input item: the message to send, or its REJECTED result."""
+        seen = self.seen
+        if type(item) is Message:
+            msg = item
+        else:
+            try:
+                if isinstance(item, Message):
+                    msg = item
+                elif isinstance(item, Mapping):
+                    msg = Message.from_dict(item)
+                else:
+                    raise ValidationError(
+                        f"input #{index} is a {type(item).__name__}, not a Message or a mapping",
+                        field=None,
+                        tracking_id=None,
+                    )
+            except ValidationError as exc:
+                tid = exc.tracking_id or _raw_id(item) or f"<input #{index}>"
+                if tid in seen:
+                    return _duplicate(tid)
+                seen[tid] = None
+                return Result(tid, Status.REJECTED, None, exc, 0)
+        tid = msg.id
+        if tid in seen:
+            return _duplicate(tid)
+        seen[tid] = None
+        return msg
+
+    async def _emit_rejected(self, result: Result) -> None:
+        assert self._slots is not None
+        await self._slots.acquire()
+        results = [result]
+        self._queue.put_nowait(results)
+        emit(self._hook, BatchCompleted(route=self._route, results=results))
+
+    async def _dispatch(self) -> None:
+        assert self._batcher is not None
+        assert self._slots is not None
+        batcher = self._batcher
+        slots = self._slots
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            await slots.acquire()
+            batch = await batcher.take()
+            if batch is None:
+                slots.release()
+                break
+            task = self._spawn(self._run_batch(batch))
+            running.add(task)
+            task.add_done_callback(running.discard)
+        if running:
+            await asyncio.gather(*running)
+        # Every batch's results are queued before the end marker.
+        self._queue.put_nowait(_End(self._source_error))
+
+    async def _run_batch(self, batch: list[Message]) -> None:
+        try:
+            results = await self._sender.deliver(batch, self._route)
+        except AuthenticationError as exc:
+            self._abort(exc)
+            return
+        except CascadeError as exc:  # pragma: no cover - deliver turns these into results
+            results = [Result(m.id, Status.FAILED, None, exc, 0) for m in batch]
+        except Exception as exc:
+            # A bug must not lose messages: they end FAILED with the reason.
+            logger.exception("internal error while sending a batch of %d", len(batch))
+            err = CascadeError(f"internal error: {exc!r}", outcome_unknown=True)
+            results = [Result(m.id, Status.FAILED, None, err, 0) for m in batch]
+        self._queue.put_nowait(results)
+        emit(self._hook, BatchCompleted(route=self._route, results=results))
+
+    def _abort(self, exc: AuthenticationError) -> None:
+        """401/403: every later batch would fail the same way, so stop sending at once."""
+        logger.error("authentication failed (%s): stopping the job", exc)
+        current = asyncio.current_task()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        self._queue.put_nowait(_End(exc))
+
+
+def _raw_id(item: object) -> str | None:
+    if isinstance(item, Mapping):
+        tid = item.get("id")
+        if isinstance(tid, str) and tid:
+            return tid
+    return None
+
+
+def _duplicate(tid: str) -> Result:
+    err = ValidationError(
+        "repeats a tracking id already used in this call; not sent twice",
+        field="id",
+        tracking_id=tid,
+        code=DUPLICATE_ID,
+    )
+    return Result(tid, Status.REJECTED, None, err, 0)

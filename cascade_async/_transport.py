@@ -1,0 +1,97 @@
+"""The seam between the client and HTTP: one coroutine that posts bytes and returns bytes."""
+
+from __future__ import annotations
+
+import ssl as _ssl
+from collections.abc import Mapping
+from typing import NamedTuple, Protocol
+
+import aiohttp
+
+from ._errors import ProtocolError, TransportError
+
+__all__ = ["AiohttpTransport", "RawResponse", "Transport"]
+
+# Bodies larger than this are refused rather than read into memory. A full answer for
+# 1000 messages is about 80 KB.
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+
+
+class RawResponse(NamedTuple):
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Transport(Protocol):
+    """Posts one request. Raises ``TransportError`` when no complete answer came back."""
+
+    async def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> RawResponse: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AiohttpTransport:
+    """The default transport: one ``aiohttp.ClientSession`` for the client's whole life."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float | aiohttp.ClientTimeout,
+        session: aiohttp.ClientSession | None = None,
+        ssl: _ssl.SSLContext | bool = True,
+        pool_size: int = 100,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
+        self._timeout = timeout if isinstance(timeout, aiohttp.ClientTimeout) else aiohttp.ClientTimeout(total=timeout)
+        self._session = session
+        self._owns_session = session is None
+        self._ssl = ssl
+        self._pool_size = pool_size
+        self._max = max_response_bytes
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # Created lazily: a ClientSession must be made inside the running loop.
+            connector = aiohttp.TCPConnector(limit=self._pool_size)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> RawResponse:
+        session = self._get_session()
+        try:
+            async with session.post(
+                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False, ssl=self._ssl
+            ) as resp:
+                data = await _read_capped(resp, self._max)
+                return RawResponse(resp.status, resp.headers, data)
+        except aiohttp.ClientConnectorError as exc:
+            raise TransportError(f"cannot connect: {_describe(exc)}") from exc
+        except TimeoutError as exc:
+            raise TransportError("request timed out", outcome_unknown=True) from exc
+        except aiohttp.ClientError as exc:
+            # The request may have reached the server before the connection broke.
+            raise TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True) from exc
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    length = resp.content_length
+    if length is not None and length > limit:
+        raise ProtocolError(f"response body of {length} bytes exceeds the {limit}-byte cap", outcome_unknown=True)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"response body exceeds the {limit}-byte cap", outcome_unknown=True)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
