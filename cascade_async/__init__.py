@@ -22,7 +22,6 @@ from ._transport import AiohttpTransport, RawResponse, Transport
 from ._version import __version__
 
 __all__ = [
-    "DEFAULT_BASE_URL",
     "APIError",
     "AiohttpTransport",
     "AuthenticationError",
@@ -32,6 +31,7 @@ __all__ = [
     "BulkReport",
     "CascadeClient",
     "CascadeError",
+    "DEFAULT_BASE_URL",
     "Event",
     "EventHook",
     "Message",

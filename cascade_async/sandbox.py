@@ -42,8 +42,22 @@ from ._models import Route
 __all__ = ["FAULTS", "Sandbox", "SandboxStats"]
 
 FAULTS: Final = frozenset(
-    {"ok", "429", "500", "502", "503", "504", "reset", "lost", "hang", "slow", "malformed", "wrong-shape",
-     "missing-ids", "dup-ids"}
+    {
+        "ok",
+        "429",
+        "500",
+        "502",
+        "503",
+        "504",
+        "reset",
+        "lost",
+        "hang",
+        "slow",
+        "malformed",
+        "wrong-shape",
+        "missing-ids",
+        "dup-ids",
+    }
 )
 MAX_BATCH: Final = 1000
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
@@ -73,8 +87,9 @@ def _error(status: int, code: str, message: str, field: str | None = None, **hea
     detail: dict[str, str] = {"code": code, "message": message}
     if field is not None:
         detail["field"] = field
-    return web.Response(status=status, body=_encode.encode({"error": detail}), content_type="application/json",
-                        headers=headers)
+    return web.Response(
+        status=status, body=_encode.encode({"error": detail}), content_type="application/json", headers=headers
+    )
 
 
 def check_message(m: Any, now: _dt.datetime) -> None:
@@ -99,8 +114,11 @@ def check_message(m: Any, now: _dt.datetime) -> None:
         raise _Reject(400, "INVALID_FIELD", "text must be a string", "text")
     options = m.get("surveyOptions")
     if kind == "viber_survey":
-        if (not isinstance(options, list) or not 2 <= len(options) <= 5
-                or not all(isinstance(o, str) and o for o in options)):
+        if (
+            not isinstance(options, list)
+            or not 2 <= len(options) <= 5
+            or not all(isinstance(o, str) and o for o in options)
+        ):
             raise _Reject(400, "INVALID_SURVEY", "surveyOptions needs 2 to 5 options", "surveyOptions")
         if isinstance(text, str) and len(text) > 85:
             raise _Reject(400, "INVALID_SURVEY", "survey text is at most 85 characters", "text")
@@ -277,13 +295,17 @@ class Sandbox:
         headers = request.headers
         present = [h for h in _AUTH_HEADERS if headers.get(h)]
         if not present:
-            return _error(401, "UNAUTHORIZED", "missing credentials: send X-Authorization-Key, "
-                          "X-Viber-Auth-Token or X-Tg-Bot-Key")
+            return _error(
+                401, "UNAUTHORIZED", "missing credentials: send X-Authorization-Key, X-Viber-Auth-Token or X-Tg-Bot-Key"
+            )
         if self.api_keys is not None and not any(headers[h] in self.api_keys for h in present):
             return _error(401, "UNAUTHORIZED", "invalid credentials")
         if self._over_rate():
-            return web.json_response({"error": "Too Many Requests", "message": "rate limit exceeded",
-                                      "status": 429}, status=429, headers={"Retry-After": "1"})
+            return web.json_response(
+                {"error": "Too Many Requests", "message": "rate limit exceeded", "status": 429},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
         fault = self._next_fault()
         name, _, arg = fault.partition(":")
         if name == "429":
