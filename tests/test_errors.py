@@ -49,7 +49,8 @@ def test_status_maps_to_class_with_details(status: int, cls: type[APIError]) -> 
         "toPhone",
         "/r",
     )
-    assert "INVALID_PHONE" in str(err) and str(status) in str(err)
+    assert "INVALID_PHONE" in str(err)
+    assert str(status) in str(err)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +81,8 @@ def test_error_message_falls_back_to_error_string() -> None:
 
 def test_raw_body_kept_is_capped() -> None:
     err = error_from_response(500, {}, b"x" * 100_000)
-    assert len(err.body) == 4096 and err.status == 500
+    assert len(err.body) == 4096
+    assert err.status == 500
 
 
 @pytest.mark.parametrize(

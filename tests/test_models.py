@@ -73,7 +73,8 @@ def test_unset_optional_fields_are_omitted() -> None:
 def test_non_utc_datetime_is_sent_as_utc_with_z() -> None:
     kyiv = dt.timezone(dt.timedelta(hours=2))
     m = Message.from_dict(base(scheduledSent=(NOW + dt.timedelta(hours=1)).astimezone(kyiv).isoformat()))
-    assert m.scheduled_sent is not None and m.scheduled_sent.utcoffset() == dt.timedelta(0)
+    assert m.scheduled_sent is not None
+    assert m.scheduled_sent.utcoffset() == dt.timedelta(0)
     assert m.to_dict()["scheduledSent"].endswith("Z")
 
 
@@ -225,7 +226,8 @@ def test_ids_with_control_chars_or_too_long_are_refused(tid: str) -> None:
 
 def test_result_is_frozen_and_small() -> None:
     r = Result("a", Status.ACCEPTED, "uuid", None, 1)
-    assert r.ok and not r.outcome_unknown
+    assert r.ok
+    assert not r.outcome_unknown
     with pytest.raises(AttributeError):
         r.status = Status.FAILED  # type: ignore[misc]
     assert not hasattr(r, "__dict__")
