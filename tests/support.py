@@ -89,6 +89,9 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         def select(timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
             events = real_select(0)
             if events or timeout == 0:
+                # Like a real clock, tick at least a nanosecond per pass: code that re-arms a
+                # timer for a float-rounding remainder (aiolimiter does) would spin otherwise.
+                self.now += 1e-9
                 return events
             if timeout is None:
                 raise RuntimeError("deadlock: nothing is scheduled and no I/O can arrive")

@@ -1,0 +1,79 @@
+"""Exactly one result per input message, whatever the network does."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import FakeTransport, error, msg, run_virtual, timeout_error
+
+from cascade_async import CascadeClient, RawResponse, RetryPolicy, Status, TransportError
+
+OUTCOMES = ["200", "400", "429", "500", "timeout", "reset", "lost", "partial"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    script=st.lists(st.sampled_from(OUTCOMES), min_size=0, max_size=40),
+    n=st.integers(min_value=1, max_value=60),
+    batch_size=st.integers(min_value=1, max_value=16),
+    repeat_ids=st.booleans(),
+)
+def test_every_input_ends_in_exactly_one_consistent_result(
+    script: list[str], n: int, batch_size: int, repeat_ids: bool
+) -> None:
+    accepted: dict[str, str] = {}  # id -> messageId of a 200 that named it
+    rejected_by_server: set[str] = set()
+    calls = iter(script)
+
+    def respond(messages: list[dict[str, Any]], k: int) -> Any:
+        outcome = next(calls, "200")
+        ids = [m["id"] for m in messages]
+        if outcome in ("200", "partial"):
+            named = ids[:-1] if outcome == "partial" and len(ids) > 1 else ids
+            acks = [{"messageId": f"{i}-{k}", "trackinId": i} for i in named]
+            accepted.update({i: f"{i}-{k}" for i in named})
+            return RawResponse(200, {}, json.dumps(acks).encode())
+        if outcome == "400":
+            rejected_by_server.update(ids)
+            return error(400, "INVALID_PHONE", "toPhone")
+        if outcome == "429":
+            return error(429, **{"Retry-After": "1"})
+        if outcome == "500":
+            return error(500)
+        if outcome == "timeout":
+            return timeout_error()
+        if outcome == "lost":  # the provider took it; the answer never arrived
+            return TransportError("connection reset", outcome_unknown=True)
+        return TransportError("connection refused")
+
+    ids = [f"m{i % (n // 2 + 1)}" if repeat_ids else f"m{i}" for i in range(n)]
+    source = [msg(tid) for tid in ids]
+
+    async def main() -> list[Any]:
+        async with CascadeClient(
+            api_key="k",
+            transport=FakeTransport(respond),
+            rate_limit=None,
+            batch_size=batch_size,
+            max_in_flight=3,
+            retry=RetryPolicy(initial_wait=0.5),
+        ) as c:
+            return [r async for r in c.stream(source)]
+
+    results = run_virtual(main())
+    assert len(results) == n
+    firsts = [r for r in results if not (r.error is not None and r.error.code == "DUPLICATE_ID")]
+    assert sorted(r.tracking_id for r in firsts) == sorted(set(ids))
+    assert len(results) - len(firsts) == n - len(set(ids))
+    for r in firsts:
+        if r.status is Status.ACCEPTED:
+            assert accepted[r.tracking_id] == r.message_id  # never reported delivered unless it was
+            assert r.error is None
+        else:
+            assert r.error is not None
+            assert r.message_id is None
+            if r.status is Status.REJECTED:
+                assert r.tracking_id in rejected_by_server
