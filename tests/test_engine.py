@@ -165,9 +165,12 @@ def test_source_failure_raises_after_delivering_what_was_read() -> None:
     async def main() -> list[Result]:
         got: list[Result] = []
         async with make(t, batch_size=10) as c:
-            with pytest.raises(OSError, match="disk gone"):
+            async def drain() -> None:
                 async for r in c.stream(source()):
                     got.append(r)
+
+            with pytest.raises(OSError, match="disk gone"):
+                await drain()
         return got
 
     assert sorted(r.tracking_id for r in run_virtual(main())) == ["m1", "m2"]
@@ -309,7 +312,7 @@ def test_bisection_isolates_exactly_the_bad_messages() -> None:
     err = next(r.error for r in results if r.tracking_id == "m5")
     assert isinstance(err, BadRequestError)
     assert err.code == "INVALID_PHONE"
-    # documented cost: about bad × log2(batch) extra requests (2 per level at most)
+    # documented cost: about bad * log2(batch) extra requests (2 per level at most)
     assert len(t.calls) <= 1 + 2 * len(bad) * 8
 
 
