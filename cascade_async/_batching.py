@@ -76,6 +76,10 @@ class Batcher(Generic[T]):
                 if self._items:
                     return self._pop()
 
+    def drain(self) -> list[T]:
+        """Whatever was never taken (for failing it clearly at shutdown)."""
+        return self._pop()
+
     def _pop(self) -> list[T]:
         batch = self._items
         self._items = []

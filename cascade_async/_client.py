@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ._coalesce import Coalescer
 from ._engine import BatchSender
 from ._errors import ValidationError
 from ._events import EventHook
@@ -65,6 +66,9 @@ class CascadeClient:
         rate_limit: RateLimit | None = _DEFAULT_RATE_LIMIT,
         retry: RetryPolicy | None = _DEFAULT_RETRY,
         isolate_bad_messages: bool = True,
+        coalesce: bool = True,
+        send_linger: float = 0.002,
+        close_timeout: float = 10.0,
         on_event: EventHook | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -96,11 +100,17 @@ class CascadeClient:
             raise ValueError("max_batch_bytes must be at least 1024")
         if linger < 0:
             raise ValueError("linger must not be negative")
+        if send_linger < 0:
+            raise ValueError("send_linger must not be negative")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.batch_size = batch_size
         self.linger = linger
         self.max_in_flight = max_in_flight
+        self.send_linger = send_linger
+        self._coalesce = coalesce
+        self._coalescers: dict[Route, Coalescer] = {}
+        self._close_timeout = close_timeout
         self._hook = on_event
         limiter = Limiter(rate_limit, batch_size=batch_size) if rate_limit is not None else None
         self._transport: Transport = transport or AiohttpTransport(
@@ -145,10 +155,17 @@ class CascadeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool (unless it was passed in). Safe to call twice."""
+        """Flush queued ``send()`` calls, then close the connection pool (unless it was passed in).
+
+        Sends still pending after ``close_timeout`` seconds fail with a clear ``CascadeError``;
+        nothing is dropped silently. Safe to call twice.
+        """
         if self._closed:
             return
         self._closed = True
+        coalescers, self._coalescers = list(self._coalescers.values()), {}
+        for coalescer in coalescers:
+            await coalescer.aclose(self._close_timeout)
         await self._transport.aclose()
 
     @property
@@ -184,12 +201,25 @@ class CascadeClient:
     async def send(self, message: Message | Mapping[str, Any], *, route: Route | None = None) -> Result:
         """Send one message with the client's retries; return its ACCEPTED result or raise.
 
-        Raises ``ValidationError`` for invalid input, the ``APIError`` that rejected it, or
-        the ``TransportError`` / ``ProtocolError`` it failed with.
+        Concurrent calls share batches (see ``send_linger``; ``coalesce=False`` sends one
+        request per message). Raises ``ValidationError`` for invalid input, the ``APIError``
+        that rejected it, or the ``TransportError`` / ``ProtocolError`` it failed with.
         """
         self._ensure_open()
         msg = message if isinstance(message, Message) else Message.from_dict(message)
-        (result,) = await self._sender.deliver([msg], route or self.route)
+        route = route or self.route
+        if self._coalesce:
+            coalescer = self._coalescers.get(route)
+            if coalescer is None:
+                coalescer = self._coalescers[route] = Coalescer(
+                    self._sender,
+                    route,
+                    batch_size=self.batch_size,
+                    linger=self.send_linger,
+                    max_in_flight=self.max_in_flight,
+                )
+            return await coalescer.send(msg)
+        (result,) = await self._sender.deliver([msg], route)
         if result.status is not Status.ACCEPTED:
             assert result.error is not None
             raise result.error

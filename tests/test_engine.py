@@ -165,6 +165,7 @@ def test_source_failure_raises_after_delivering_what_was_read() -> None:
     async def main() -> list[Result]:
         got: list[Result] = []
         async with make(t, batch_size=10) as c:
+
             async def drain() -> None:
                 async for r in c.stream(source()):
                     got.append(r)
