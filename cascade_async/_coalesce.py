@@ -103,16 +103,16 @@ class Coalescer:
                 assert result.error is not None
                 future.set_exception(result.error)
 
-    async def aclose(self, timeout: float) -> None:
-        """Send what is queued; after ``timeout`` seconds fail whatever is left, clearly."""
+    async def aclose(self, deadline: float) -> None:
+        """Send what is queued; after ``deadline`` seconds fail whatever is left, clearly."""
         self._batcher.close()
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(deadline):
                 await self._dispatcher
                 while self._batches:
                     await asyncio.gather(*self._batches)
         except TimeoutError:
-            logger.error("client closed with sends still pending after %.1fs; failing them", timeout)
+            logger.error("client closed with sends still pending after %.1fs; failing them", deadline)
         finally:
             self._dispatcher.cancel()
             for task in list(self._batches):
