@@ -6,9 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from support import FakeTransport, error, msg, ok_for, run_virtual
 
 from cascade_async import BadRequestError, CascadeClient, CascadeError, Message, Result
+
+from .support import FakeTransport, error, msg, ok_for, run_virtual
 
 
 def make(transport: FakeTransport, **kw: Any) -> CascadeClient:

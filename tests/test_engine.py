@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from support import FakeTransport, error, msg, ok_for, run_virtual, timeout_error
 
 from cascade_async import (
     AuthenticationError,
@@ -28,6 +27,8 @@ from cascade_async import (
     Status,
     ValidationError,
 )
+
+from .support import FakeTransport, error, msg, ok_for, run_virtual, timeout_error
 
 FAST_RETRY = RetryPolicy(initial_wait=1.0)
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import FakeTransport, error, msg, run_virtual, timeout_error
 
 from cascade_async import CascadeClient, RawResponse, RetryPolicy, Status, TransportError
+
+from .support import FakeTransport, error, msg, run_virtual, timeout_error
 
 OUTCOMES = ["200", "400", "429", "500", "timeout", "reset", "lost", "partial"]
 

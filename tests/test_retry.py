@@ -3,7 +3,6 @@ from __future__ import annotations
 import random
 
 import pytest
-from support import timeout_error
 
 from cascade_async import (
     AuthenticationError,
@@ -17,6 +16,8 @@ from cascade_async import (
     ValidationError,
 )
 from cascade_async._retry import RetryBudget, backoff, is_retryable, wait_before_retry
+
+from .support import timeout_error
 
 
 def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
