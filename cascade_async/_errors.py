@@ -78,8 +78,9 @@ class ValidationError(CascadeError, ValueError):
     def __init__(
         self, message: str, *, field: str | None, tracking_id: str | None, code: str = "INVALID_FIELD"
     ) -> None:
-        where = f"message {tracking_id!r}" if tracking_id is not None else "message"
-        head = f"{where}: {field}: {message}" if field else f"{where}: {message}"
+        head = f"{field}: {message}" if field else message
+        if tracking_id is not None:
+            head = f"message {tracking_id!r}: {head}"
         super().__init__(head, tracking_id=tracking_id)
         self.field = field
         self.problem = message

@@ -1,0 +1,214 @@
+"""Reading message files lazily: JSONL, a JSON array, or CSV, each item with its line number.
+
+A file is never loaded whole: blocking reads happen in a worker thread in chunks, so the
+event loop stays free for sending while a 10-million-line file is read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any, Final
+
+import msgspec
+
+from ._errors import ValidationError
+from ._models import Message
+
+__all__ = ["BadLine", "detect_format", "read_messages"]
+
+FORMATS: Final = ("jsonl", "json", "csv")
+_CHUNK_LINES = 2000
+_MAX_OBJECT = 1 << 20
+_message_decoder = msgspec.json.Decoder(Message)
+# CSV cells are strings; these wire fields are not.
+_INT_FIELDS = frozenset({"ttl"})
+
+
+class BadLine(msgspec.Struct, frozen=True):
+    """An input item that could not become a message: where it was and why."""
+
+    line: int
+    error: ValidationError
+
+
+def detect_format(path: str, first_bytes: bytes = b"") -> str:
+    lower = path.lower()
+    if lower.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if lower.endswith(".json"):
+        return "json"
+    if lower.endswith(".csv"):
+        return "csv"
+    head = first_bytes.lstrip()[:1]
+    return {b"[": "json", b"{": "jsonl"}.get(head, "csv")
+
+
+def _bad(line: int, exc: Exception, tracking_id: str | None = None) -> BadLine:
+    if isinstance(exc, ValidationError):
+        err = exc
+    else:
+        err = ValidationError(f"line {line}: {exc}", field=None, tracking_id=tracking_id, code="UNPARSEABLE")
+    return BadLine(line, err)
+
+
+def parse_jsonl_line(raw: bytes, line: int) -> Message | BadLine | None:
+    if not raw.strip():
+        return None
+    try:
+        return _message_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        if isinstance(exc.__cause__, ValidationError):
+            return BadLine(line, exc.__cause__)
+        # Type errors: let from_dict name the field and id from the loose form.
+        try:
+            Message.from_dict(msgspec.json.decode(raw))
+        except ValidationError as err:
+            return BadLine(line, err)
+        return _bad(line, exc)  # pragma: no cover - from_dict refuses what decode refused
+    except msgspec.DecodeError as exc:
+        return _bad(line, ValueError(f"not valid JSON: {exc}"))
+
+
+def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for key, value in row.items():
+        if key is None:  # more cells than headers
+            raise ValueError("row has more cells than the header")
+        if value is None or value == "":
+            continue
+        if key in _INT_FIELDS:
+            try:
+                data[key] = int(value)
+            except ValueError:
+                data[key] = value  # validation names the field and the id
+        elif key == "surveyOptions":
+            data[key] = json.loads(value) if value.lstrip().startswith("[") else value.split("|")
+        else:
+            data[key] = value
+    return data
+
+
+async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | BadLine]:
+    """Yield every item of ``stream`` as a Message or a BadLine with its line number."""
+    if fmt == "jsonl":
+        line = 0
+        while chunk := await asyncio.to_thread(_read_lines, stream):
+            for raw in chunk:
+                line += 1
+                item = parse_jsonl_line(raw, line)
+                if item is not None:
+                    yield item
+    elif fmt == "csv":
+        async for item in _read_csv(stream):
+            yield item
+    elif fmt == "json":
+        async for item in _read_json_array(stream):
+            yield item
+    else:
+        raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+
+
+def _read_lines(stream: IO[bytes]) -> list[bytes]:
+    lines = []
+    for _ in range(_CHUNK_LINES):
+        raw = stream.readline()
+        if not raw:
+            break
+        lines.append(raw)
+    return lines
+
+
+async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.DictReader(text)
+    rows: Iterator[dict[str, str | None]] = iter(reader)
+
+    def next_rows() -> list[tuple[int, dict[str, str | None]] | tuple[int, Exception]]:
+        out: list[tuple[int, dict[str, str | None]] | tuple[int, Exception]] = []
+        for _ in range(_CHUNK_LINES):
+            try:
+                row = next(rows)
+            except StopIteration:
+                break
+            except (csv.Error, UnicodeDecodeError) as exc:
+                out.append((reader.line_num, exc))
+                break
+            out.append((reader.line_num, row))
+        return out
+
+    while chunk := await asyncio.to_thread(next_rows):
+        for line, row in chunk:
+            if isinstance(row, Exception):
+                yield _bad(line, row)
+                return
+            try:
+                yield Message.from_dict(_from_csv_row(row))
+            except ValidationError as exc:
+                yield BadLine(line, exc)
+            except ValueError as exc:
+                yield _bad(line, exc, row.get("id"))
+
+
+async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
+    """An incremental reader for one top-level JSON array of objects."""
+    decoder = json.JSONDecoder()
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
+    buf = ""
+    pos = 0
+    line = 1
+    eof = False
+
+    async def more() -> bool:
+        nonlocal buf, pos, eof
+        chunk = "" if eof else await asyncio.to_thread(text.read, 1 << 16)
+        if not chunk:
+            eof = True
+            return False
+        buf = buf[pos:] + chunk
+        pos = 0
+        return True
+
+    async def skip(separators: str) -> bool:
+        """Move past whitespace (and separators); False at the end of input."""
+        nonlocal pos, line
+        while True:
+            while pos < len(buf) and buf[pos] in separators:
+                if buf[pos] == "\n":
+                    line += 1
+                pos += 1
+            if pos < len(buf):
+                return True
+            if not await more():
+                return False
+
+    if not await skip(" \t\r\n") or buf[pos] != "[":
+        yield _bad(line, ValueError("expected a JSON array of messages"))
+        return
+    pos += 1
+    while True:
+        if not await skip(" \t\r\n,"):
+            yield _bad(line, ValueError("the JSON array is not closed; the file may be truncated"))
+            return
+        if buf[pos] == "]":
+            return
+        try:
+            obj, end = decoder.raw_decode(buf, pos)
+        except json.JSONDecodeError as exc:
+            # Most likely the object goes on in the next chunk; give up on one over 1 MiB.
+            if len(buf) - pos < _MAX_OBJECT and await more():
+                continue
+            yield _bad(line, ValueError(f"not valid JSON ({exc.msg}); the rest of the file was not read"))
+            return
+        if end == len(buf) and await more():
+            continue  # a number or literal may go on in the next chunk
+        item_line = line
+        line += buf.count("\n", pos, end)
+        pos = end
+        try:
+            yield Message.from_dict(obj)
+        except ValidationError as exc:
+            yield BadLine(item_line, exc)
