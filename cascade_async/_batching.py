@@ -45,6 +45,29 @@ class Batcher(Generic[T]):
 
     async def put(self, item: T) -> None:
         while not self.offer(item):
+            await self.wait_room()
+
+    def room(self) -> int:
+        """How many items the current batch still takes without waiting."""
+        return self._size - len(self._items)
+
+    def extend(self, items: list[T]) -> None:
+        """Add up to ``room()`` items at once (the bulk fast path)."""
+        if self._closed:
+            raise RuntimeError("batcher is closed")
+        before = len(self._items)
+        if before + len(items) > self._size:
+            raise ValueError("more items than room")
+        self._items += items
+        if before == 0:
+            self._first_at = asyncio.get_running_loop().time()
+            self._changed.set()
+        elif len(self._items) == self._size:
+            self._changed.set()
+
+    async def wait_room(self) -> None:
+        """Wait until the taker has taken the full current batch."""
+        if len(self._items) >= self._size:
             self._taken.clear()
             await self._taken.wait()
 

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from ._client import DEFAULT_BASE_URL, CascadeClient
 from ._errors import AuthenticationError
 from ._inputs import FORMATS, BadLine, detect_format, read_messages
-from ._models import Message, Result, Route, Status
+from ._models import Message, Result, Route, Status, failure
 from ._outputs import ResultWriter, output_format
 from ._ratelimit import RateLimit
 from .sandbox import FAULTS, Sandbox
@@ -198,7 +198,7 @@ async def _dry_run(stream: IO[bytes], fmt: str, writer: ResultWriter | None, out
 
 def _bad_result(item: BadLine) -> Result:
     tid = item.error.tracking_id or f"<line {item.line}>"
-    return Result(tid, Status.REJECTED, None, item.error, 0)
+    return failure(tid, Status.REJECTED, item.error, 0)
 
 
 async def _send(

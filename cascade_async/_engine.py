@@ -24,7 +24,7 @@ from ._errors import (
     error_from_response,
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
-from ._models import Message, Result, Route, Status
+from ._models import Message, Result, Route, Status, failure
 from ._ratelimit import Limiter
 from ._retry import RetryBudget, RetryPolicy, is_retryable, wait_before_retry
 from ._transport import Transport
@@ -115,7 +115,7 @@ class BatchSender:
                 half = len(batch) // 2
                 return await self.deliver(batch[:half], route, total) + await self.deliver(batch[half:], route, total)
             status = Status.REJECTED if _is_permanent(exc) else Status.FAILED
-            return [Result(m.id, status, None, exc, total) for m in batch]
+            return [failure(m.id, status, exc, total) for m in batch]
         self.budget.refund()
         return results
 
@@ -130,7 +130,7 @@ class BatchSender:
                 tracking_id=m.id,
                 code="MESSAGE_TOO_LARGE",
             )
-            return [Result(m.id, Status.REJECTED, None, err, prior_attempts)]
+            return [failure(m.id, Status.REJECTED, err, prior_attempts)]
         # Split in proportion to the overshoot; each part is checked again.
         parts = min(len(batch), -(-len(body) // self._max_bytes))
         step = -(-len(batch) // parts)

@@ -49,8 +49,16 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # transient errors given up on, or a broken answer
 
 
+# gc=False: a Message holds only strings, numbers, a datetime and a tuple of strings, so it can
+# never be part of a reference cycle; untracked, a million of them cost the collector nothing.
 class Message(
-    msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=True, forbid_unknown_fields=True
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    rename="camel",
+    omit_defaults=True,
+    forbid_unknown_fields=True,
+    gc=False,
 ):
     """One cascade message, checked when it is built.
 
@@ -195,7 +203,11 @@ def _phone_problem(phone: str) -> str:
     return f"{phone!r} is not E.164: '+', a first digit 1-9, 8 to 15 digits in all"
 
 
-class Result(msgspec.Struct, frozen=True):
+# gc=False: millions of Results pass through a bulk job, and tracked ones would make the
+# collector run every few hundred messages. A Result reaches other objects only through
+# ``error``; ``failure()`` builds every Result that holds one and drops the tracebacks along the
+# error's chain, which are the only way an error could lead back to a Result (through a frame).
+class Result(msgspec.Struct, frozen=True, gc=False):
     """Where one message ended. Exactly one per input message."""
 
     tracking_id: str
@@ -218,3 +230,14 @@ class Result(msgspec.Struct, frozen=True):
         if self.error is not None:
             extra += f", error={type(self.error).__name__}({str(self.error)!r})"
         return f"Result({self.tracking_id!r}, {self.status.name}{extra}, attempts={self.attempts})"
+
+
+def failure(tracking_id: str, status: Status, error: CascadeError, attempts: int) -> Result:
+    """A non-accepted Result. The only way the engine builds a Result that holds an error."""
+    seen: set[int] = set()
+    exc: BaseException | None = error
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+    return Result(tracking_id, status, None, error, attempts)

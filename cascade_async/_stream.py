@@ -10,8 +10,9 @@ results, so a consumer that stops reading stops the engine reading input.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Final
 
@@ -19,7 +20,7 @@ from ._batching import Batcher
 from ._engine import BatchSender
 from ._errors import AuthenticationError, CascadeError, ValidationError
 from ._events import BatchCompleted, EventHook, emit
-from ._models import Message, Result, Route, Status
+from ._models import Message, Result, Route, Status, failure
 
 __all__ = ["MessageSource", "ResultStream"]
 
@@ -157,12 +158,7 @@ class ResultStream:
                     elif not batcher.offer(msg):
                         await batcher.put(msg)
             else:
-                for index, item in enumerate(self._source, 1):
-                    msg = admit(item, index)
-                    if isinstance(msg, Result):
-                        await self._emit_rejected(msg)
-                    elif not batcher.offer(msg):
-                        await batcher.put(msg)
+                await self._read_iterable(iter(self._source))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -170,6 +166,52 @@ class ResultStream:
             logger.error("reading input failed after %d message(s): %r", len(self.seen), exc)
             self._source_error = exc
         batcher.close()
+
+    async def _read_iterable(self, items: Iterator[Message | Mapping[str, Any]]) -> None:
+        """Pull a synchronous source a batch's worth at a time.
+
+        The fast path, for chunks of unique, new ``Message`` objects, does the per-message
+        work in C (a type check, an id collection, dict updates); anything else goes item
+        by item through ``_admit``.
+        """
+        assert self._batcher is not None
+        batcher = self._batcher
+        seen = self.seen
+        index = 0
+        while True:
+            room = batcher.room()
+            if room <= 0:
+                await batcher.wait_room()
+                continue
+            chunk: list[Message | Mapping[str, Any]] = []
+            error: BaseException | None = None
+            try:
+                chunk.extend(itertools.islice(items, room))  # keeps what came before an error
+            except Exception as exc:
+                error = exc
+            if not chunk:
+                if error is not None:
+                    raise error
+                return
+            if set(map(type, chunk)) == {Message}:
+                fresh = dict.fromkeys([m.id for m in chunk])  # type: ignore[union-attr]
+                fast = len(fresh) == len(chunk) and seen.keys().isdisjoint(fresh)
+            else:
+                fast = False
+            if fast:
+                seen.update(fresh)
+                batcher.extend(chunk)  # type: ignore[arg-type]
+                index += len(chunk)
+            else:
+                for item in chunk:
+                    index += 1
+                    msg = self._admit(item, index)
+                    if isinstance(msg, Result):
+                        await self._emit_rejected(msg)
+                    elif not batcher.offer(msg):
+                        await batcher.put(msg)
+            if error is not None:
+                raise error
 
     def _admit(self, item: Message | Mapping[str, Any], index: int) -> Message | Result:
         """Check one input item: the message to send, or its REJECTED result."""
@@ -193,7 +235,7 @@ class ResultStream:
                 if tid in seen:
                     return _duplicate(tid)
                 seen[tid] = None
-                return Result(tid, Status.REJECTED, None, exc, 0)
+                return failure(tid, Status.REJECTED, exc, 0)
         tid = msg.id
         if tid in seen:
             return _duplicate(tid)
@@ -234,12 +276,12 @@ class ResultStream:
             self._abort(exc)
             return
         except CascadeError as exc:  # pragma: no cover - deliver turns these into results
-            results = [Result(m.id, Status.FAILED, None, exc, 0) for m in batch]
+            results = [failure(m.id, Status.FAILED, exc, 0) for m in batch]
         except Exception as exc:
             # A bug must not lose messages: they end FAILED with the reason.
             logger.exception("internal error while sending a batch of %d", len(batch))
             err = CascadeError(f"internal error: {exc!r}", outcome_unknown=True)
-            results = [Result(m.id, Status.FAILED, None, err, 0) for m in batch]
+            results = [failure(m.id, Status.FAILED, err, 0) for m in batch]
         self._queue.put_nowait(results)
         emit(self._hook, BatchCompleted(route=self._route, results=results))
 
@@ -268,4 +310,4 @@ def _duplicate(tid: str) -> Result:
         tracking_id=tid,
         code=DUPLICATE_ID,
     )
-    return Result(tid, Status.REJECTED, None, err, 0)
+    return failure(tid, Status.REJECTED, err, 0)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 
 from ._errors import ProtocolError
-from ._models import Message, Result, Status
+from ._models import Message, Result, Status, failure
 
 logger = logging.getLogger("cascade_async")
 
@@ -39,34 +39,31 @@ def results_from_acks(batch: Sequence[Message], body: bytes, *, attempts: int) -
         acks = _ack_decoder.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ProtocolError(f"200 answer is not the documented shape: {exc}", outcome_unknown=True) from None
-    by_id: dict[str, str] = {}
-    for ack in acks:
-        if by_id.setdefault(ack.tracking_id, ack.message_id) is not ack.message_id:
-            logger.warning("answer repeats trackinId %r; keeping its first messageId", ack.tracking_id)
+    # reversed: the first entry for an id wins when an answer repeats one
+    by_id = {ack.tracking_id: ack.message_id for ack in reversed(acks)}
+    if len(by_id) != len(acks):
+        logger.warning("answer repeats %d trackinId(s); keeping the first messageId of each", len(acks) - len(by_id))
+    known = len(by_id)
     accepted = Status.ACCEPTED
-    out: list[Result] = []
-    missing = 0
-    for m in batch:
-        mid = by_id.pop(m.id, None)
-        if mid is None:
-            missing += 1
-            out.append(
-                Result(
-                    m.id,
-                    Status.FAILED,
-                    None,
-                    ProtocolError(
-                        "the 200 answer holds no entry for this message; it may or may not have been accepted",
-                        tracking_id=m.id,
-                        outcome_unknown=True,
-                    ),
-                    attempts,
-                )
-            )
-        else:
-            out.append(Result(m.id, accepted, mid, None, attempts))
+    pop = by_id.pop
+    out = [
+        Result(tid, accepted, mid, None, attempts)
+        if (mid := pop(tid := m.id, None)) is not None
+        else _missing(tid, attempts)
+        for m in batch
+    ]
     if by_id:
         logger.warning("answer holds %d trackinId(s) the request did not send; ignored", len(by_id))
+    missing = len(batch) - (known - len(by_id))
     if missing:
-        logger.warning("answer misses %d of %d request message(s)", missing, len(batch))
+        logger.warning("answer misses %d of %d request message(s); their outcome is unknown", missing, len(batch))
     return out
+
+
+def _missing(tracking_id: str, attempts: int) -> Result:
+    err = ProtocolError(
+        "the 200 answer holds no entry for this message; it may or may not have been accepted",
+        tracking_id=tracking_id,
+        outcome_unknown=True,
+    )
+    return failure(tracking_id, Status.FAILED, err, attempts)

@@ -511,3 +511,24 @@ def test_a_failing_hook_costs_no_message() -> None:
             return await collect(c, [msg(1)])
 
     assert run_virtual(main())[0].ok
+
+
+def test_finished_jobs_leave_no_uncollectable_cycles() -> None:
+    # Result is untracked by the collector (gc=False); errors stored in results must not
+    # lead back to the job through traceback frames, or a job would leak whole.
+    import gc
+    import weakref
+
+    t = scripted(error(500), error(400), timeout_error())
+
+    async def main() -> weakref.ref[Any]:
+        async with make(t, retry=RetryPolicy(max_attempts=1), batch_size=2) as c:
+            stream = c.stream([msg(1), msg(2), msg(3), {"id": "x"}, msg(4), msg(5), msg(1)])
+            results = [r async for r in stream]
+            assert sum(r.error is not None for r in results) >= 5
+            assert all(r.error is None or r.error.__traceback__ is None for r in results)
+            return weakref.ref(stream)
+
+    ref = run_virtual(main())
+    gc.collect()
+    assert ref() is None

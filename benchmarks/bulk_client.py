@@ -1,0 +1,162 @@
+"""One measured bulk send, in its own process: ``bulk_client.py VARIANT URL N``.
+
+Variants:
+  a        cascade_async stream, from Message objects built before the clock starts
+  a-dicts  cascade_async stream, from wire-form dicts (validation inside the timed part)
+  b        the provider's documented approach: sync requests, one POST per batch, sequential
+  c        hand-rolled aiohttp + json.dumps + asyncio.gather under a semaphore
+  d        the client-side ceiling: raw aiohttp posting pre-encoded bytes, not parsing answers
+
+Prints one JSON line: messages, seconds, msgs_per_s, cpu_us_per_msg, peak_rss_mb, accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _common import peak_rss_mb
+
+BATCH = 500
+IN_FLIGHT = 8
+ROUTE = "/api/CascadeMessage/send_message/async"
+HEADERS = {"X-Authorization-Key": "bench", "Content-Type": "application/json"}
+
+
+def wire(i: int) -> dict[str, Any]:
+    return {
+        "id": f"msg-{i:08d}",
+        "fromName": "BenchShop",
+        "toPhone": f"+38050{i % 10_000_000:07d}",
+        "messageType": "transaction",
+        "text": f"Your order #{i} has been confirmed",
+        "ttl": 86400,
+    }
+
+
+def batches(items: list[Any]) -> Iterator[list[Any]]:
+    for i in range(0, len(items), BATCH):
+        yield items[i : i + BATCH]
+
+
+async def variant_a(url: str, n: int, dicts: bool) -> int:
+    from cascade_async import CascadeClient, Message, Status
+
+    source: list[Any] = [wire(i) for i in range(n)]
+    if not dicts:
+        source = [Message.from_dict(d) for d in source]
+    accepted = 0
+    async with CascadeClient(
+        api_key="bench", base_url=url, batch_size=BATCH, max_in_flight=IN_FLIGHT, rate_limit=None
+    ) as client:
+        start()
+        async for r in client.stream(source):
+            if r.status is Status.ACCEPTED:
+                accepted += 1
+    return accepted
+
+
+def variant_b(url: str, n: int) -> int:
+    import requests
+
+    source = [wire(i) for i in range(n)]
+    accepted = 0
+    with requests.Session() as session:
+        start()
+        for batch in batches(source):
+            for attempt in range(3):  # the provider's sample: 3 attempts, 2^i s apart, no retry on 400
+                resp = session.post(url + ROUTE, json=batch, headers=HEADERS, timeout=30)
+                if resp.status_code == 200:
+                    accepted += len(resp.json())
+                    break
+                if resp.status_code == 400:
+                    break
+                time.sleep(2**attempt)
+    return accepted
+
+
+async def variant_c(url: str, n: int) -> int:
+    import aiohttp
+
+    source = [wire(i) for i in range(n)]
+    accepted = 0
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def post(session: aiohttp.ClientSession, batch: list[dict[str, Any]]) -> None:
+        nonlocal accepted
+        async with sem, session.post(url + ROUTE, data=json.dumps(batch), headers=HEADERS) as resp:
+            if resp.status == 200:
+                accepted += len(json.loads(await resp.read()))
+
+    async with aiohttp.ClientSession() as session:
+        start()
+        await asyncio.gather(*(post(session, b) for b in batches(source)))
+    return accepted
+
+
+async def variant_d(url: str, n: int) -> int:
+    import aiohttp
+    import msgspec
+
+    bodies = [msgspec.json.encode(b) for b in batches([wire(i) for i in range(n)])]
+    sizes = [min(BATCH, n - i * BATCH) for i in range(len(bodies))]
+    accepted = 0
+    sem = asyncio.Semaphore(IN_FLIGHT)
+
+    async def post(session: aiohttp.ClientSession, body: bytes, size: int) -> None:
+        nonlocal accepted
+        async with sem, session.post(url + ROUTE, data=body, headers=HEADERS) as resp:
+            await resp.read()
+            if resp.status == 200:
+                accepted += size
+
+    async with aiohttp.ClientSession() as session:
+        start()
+        await asyncio.gather(*(post(session, b, s) for b, s in zip(bodies, sizes, strict=True)))
+    return accepted
+
+
+_clock: dict[str, float] = {}
+
+
+def start() -> None:
+    _clock["wall"] = time.perf_counter()
+    _clock["cpu"] = time.process_time()
+
+
+def main() -> None:
+    variant, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if variant == "b":
+        accepted = variant_b(url, n)
+    else:
+        coro = {
+            "a": lambda: variant_a(url, n, False),
+            "a-dicts": lambda: variant_a(url, n, True),
+            "c": lambda: variant_c(url, n),
+            "d": lambda: variant_d(url, n),
+        }[variant]()
+        accepted = asyncio.run(coro)
+    wall = time.perf_counter() - _clock["wall"]
+    cpu = time.process_time() - _clock["cpu"]
+    print(
+        json.dumps(
+            {
+                "variant": variant,
+                "messages": n,
+                "accepted": accepted,
+                "seconds": wall,
+                "msgs_per_s": n / wall,
+                "cpu_us_per_msg": cpu / n * 1e6,
+                "peak_rss_mb": peak_rss_mb(),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
