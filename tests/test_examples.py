@@ -58,9 +58,11 @@ async def test_fastapi_handlers_share_batches(sandbox: Sandbox, concurrent: int)
 
 async def test_fastapi_bad_phone_is_a_422_and_costs_no_request(sandbox: Sandbox) -> None:
     app = load("fastapi_app").create_app(api_key="k", base_url=sandbox.url)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http:
-            answer = await http.post("/otp", json={"phone": "0501234567"})
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app") as http,
+    ):
+        answer = await http.post("/otp", json={"phone": "0501234567"})
     assert answer.status_code == 422
     assert "toPhone" in answer.json()["detail"]
     assert sandbox.stats().requests == 0
