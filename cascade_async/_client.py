@@ -66,6 +66,7 @@ class CascadeClient:
         rate_limit: RateLimit | None = _DEFAULT_RATE_LIMIT,
         retry: RetryPolicy | None = _DEFAULT_RETRY,
         isolate_bad_messages: bool = True,
+        dedupe: bool = True,
         coalesce: bool = True,
         send_linger: float = 0.002,
         close_timeout: float = 10.0,
@@ -109,6 +110,7 @@ class CascadeClient:
         self.max_in_flight = max_in_flight
         self.send_linger = send_linger
         self._coalesce = coalesce
+        self.dedupe = dedupe
         self._coalescers: dict[Route, Coalescer] = {}
         self._close_timeout = close_timeout
         self._hook = on_event
@@ -225,12 +227,17 @@ class CascadeClient:
             raise result.error
         return result
 
-    def stream(self, messages: MessageSource, *, route: Route | None = None) -> ResultStream:
+    def stream(
+        self, messages: MessageSource, *, route: Route | None = None, dedupe: bool | None = None
+    ) -> ResultStream:
         """Send any number of messages; yields one ``Result`` per input message as batches complete.
 
         ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts; it is
-        read lazily. Invalid items and repeated tracking ids come out REJECTED without being
-        sent. Raises ``AuthenticationError`` at once on 401/403.
+        read lazily. Invalid items come out REJECTED without being sent, and so do repeated
+        tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
+        100 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
+        for endless streams whose ids are unique by construction: repeats are then sent too.
+        Raises ``AuthenticationError`` at once on 401/403.
         """
         self._ensure_open()
         return ResultStream(
@@ -241,13 +248,14 @@ class CascadeClient:
             linger=self.linger,
             max_in_flight=self.max_in_flight,
             on_event=self._hook,
+            dedupe=self.dedupe if dedupe is None else dedupe,
         )
 
     async def send_many(self, messages: MessageSource, *, route: Route | None = None) -> BulkReport:
         """Send everything and wait: a ``BulkReport`` keyed by tracking id, in input order."""
         started = time.monotonic()
         duplicates: list[Result] = []
-        async with self.stream(messages, route=route) as results:
+        async with self.stream(messages, route=route, dedupe=True) as results:
             by_id: dict[str, Result] = {}
             async for result in results:
                 if isinstance(result.error, ValidationError) and result.error.code == DUPLICATE_ID:

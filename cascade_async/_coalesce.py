@@ -51,25 +51,13 @@ class Coalescer:
             task.add_done_callback(self._batches.discard)
 
     async def _run(self, waiters: list[_Waiter]) -> None:
-        everyone = waiters
         try:
-            while waiters:
-                # Callers who gave up before their batch left are not sent. Two callers may
-                # send the same tracking id: one request may hold it once, so repeats wait.
-                live: dict[str, _Waiter] = {}
-                later: list[_Waiter] = []
-                for waiter in waiters:
-                    if waiter[1].done():
-                        continue
-                    if waiter[0].id in live:
-                        later.append(waiter)
-                    else:
-                        live[waiter[0].id] = waiter
-                if live:
-                    await self._deliver(list(live.values()))
-                waiters = later
+            # Callers who gave up before their batch left are not sent.
+            live = [w for w in waiters if not w[1].done()]
+            if live:
+                await self._deliver(live)
         except asyncio.CancelledError:
-            for _, future in everyone:
+            for _, future in waiters:
                 if not future.done():
                     future.set_exception(
                         CascadeError("the client was closed while this message was being sent", outcome_unknown=True)
@@ -80,7 +68,8 @@ class Coalescer:
 
     async def _deliver(self, waiters: list[_Waiter]) -> None:
         try:
-            results = await self._sender.deliver([m for m, _ in waiters], self._route)
+            # Two callers may send the same tracking id; each gets its own send.
+            results = await self._sender.deliver_repeats([m for m, _ in waiters], self._route)
         except AuthenticationError as exc:
             for _, future in waiters:
                 if not future.done():

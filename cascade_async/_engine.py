@@ -93,6 +93,26 @@ class BatchSender:
             raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
         return results_from_acks(batch, raw.body, attempts=attempt)
 
+    async def deliver_repeats(self, batch: Sequence[Message], route: Route) -> list[Result]:
+        """Like ``deliver``, for a batch that may repeat a tracking id: every occurrence is sent.
+
+        One request can hold an id once (answers are matched by id), so repeats go in
+        follow-up requests. Results come back in ``batch`` order.
+        """
+        firsts: dict[str, int] = {}
+        repeats: list[int] = []
+        for i, m in enumerate(batch):
+            if firsts.setdefault(m.id, i) != i:
+                repeats.append(i)
+        if not repeats:
+            return await self.deliver(batch, route)
+        results: list[Result | None] = [None] * len(batch)
+        for i, r in zip(firsts.values(), await self.deliver([batch[i] for i in firsts.values()], route), strict=True):
+            results[i] = r
+        for i, r in zip(repeats, await self.deliver_repeats([batch[i] for i in repeats], route), strict=True):
+            results[i] = r
+        return results  # type: ignore[return-value]  # every slot is filled above
+
     async def deliver(self, batch: Sequence[Message], route: Route, prior_attempts: int = 0) -> list[Result]:
         body = encode_batch(batch)
         if len(body) > self._max_bytes:

@@ -62,6 +62,7 @@ class ResultStream:
         linger: float,
         max_in_flight: int,
         on_event: EventHook | None,
+        dedupe: bool = True,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -70,7 +71,9 @@ class ResultStream:
         self._linger = linger
         self._max_in_flight = max_in_flight
         self._hook = on_event
-        #: First-occurrence tracking ids in input order (dict: ordered, O(1) membership).
+        self._dedupe = dedupe
+        #: First-occurrence tracking ids in input order (dict: ordered, O(1) membership); empty
+        #: when ``dedupe`` is off.
         self.seen: dict[str, None] = {}
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -193,13 +196,16 @@ class ResultStream:
                 if error is not None:
                     raise error
                 return
-            if set(map(type, chunk)) == {Message}:
+            if set(map(type, chunk)) != {Message}:
+                fast = False
+            elif not self._dedupe:
+                fast = True
+            else:
                 fresh = dict.fromkeys([m.id for m in chunk])  # type: ignore[union-attr]
                 fast = len(fresh) == len(chunk) and seen.keys().isdisjoint(fresh)
-            else:
-                fast = False
+                if fast:
+                    seen.update(fresh)
             if fast:
-                seen.update(fresh)
                 batcher.extend(chunk)  # type: ignore[arg-type]
                 index += len(chunk)
             else:
@@ -234,8 +240,11 @@ class ResultStream:
                 tid = exc.tracking_id or _raw_id(item) or f"<input #{index}>"
                 if tid in seen:
                     return _duplicate(tid)
-                seen[tid] = None
+                if self._dedupe:
+                    seen[tid] = None
                 return failure(tid, Status.REJECTED, exc, 0)
+        if not self._dedupe:
+            return msg
         tid = msg.id
         if tid in seen:
             return _duplicate(tid)
@@ -271,7 +280,10 @@ class ResultStream:
 
     async def _run_batch(self, batch: list[Message]) -> None:
         try:
-            results = await self._sender.deliver(batch, self._route)
+            if self._dedupe:
+                results = await self._sender.deliver(batch, self._route)
+            else:
+                results = await self._sender.deliver_repeats(batch, self._route)
         except AuthenticationError as exc:
             self._abort(exc)
             return

@@ -532,3 +532,19 @@ def test_finished_jobs_leave_no_uncollectable_cycles() -> None:
     ref = run_virtual(main())
     gc.collect()
     assert ref() is None
+
+
+def test_without_dedupe_every_occurrence_is_sent_once_per_request_and_nothing_is_remembered() -> None:
+    t = FakeTransport()
+
+    async def main() -> tuple[list[Result], int]:
+        async with make(t, batch_size=10, dedupe=False) as c:
+            stream = c.stream([msg(1), msg(2), msg(1, text="again"), msg(3), msg(1)])
+            results = [r async for r in stream]
+            return results, len(stream.seen)
+
+    results, remembered = run_virtual(main())
+    assert remembered == 0
+    assert sorted(r.tracking_id for r in results) == ["m1", "m1", "m1", "m2", "m3"]
+    assert all(r.ok for r in results)
+    assert t.batches == [["m1", "m2", "m3"], ["m1"], ["m1"]]
