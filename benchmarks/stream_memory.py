@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _common import peak_rss_mb  # noqa: E402
+from _common import peak_rss_mb
 
 
 def main() -> None:

@@ -177,6 +177,7 @@ class Sandbox:
         self._rng = random.Random(seed)
         self.counts: collections.Counter[str] = collections.Counter()
         self.accepted: list[dict[str, Any]] = []  # every accepted message, in order (when recording)
+        self.request_times: list[float] = []  # loop time of every POST's arrival (when recording)
         self._requests = 0
         self._accepted_requests = 0
         self._accepted_messages = 0
@@ -195,6 +196,7 @@ class Sandbox:
         """Forget what was recorded (not the configuration)."""
         self.counts.clear()
         self.accepted.clear()
+        self.request_times.clear()
         self._requests = self._accepted_requests = self._accepted_messages = 0
         self._statuses.clear()
 
@@ -279,6 +281,8 @@ class Sandbox:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._requests += 1
+        if self.record:
+            self.request_times.append(asyncio.get_running_loop().time())
         response = await self._answer(request)
         self._statuses[str(response.status) if response is not None else "reset"] += 1
         if response is None:
