@@ -68,9 +68,8 @@ def print_tables(results: dict[str, Any]) -> None:
         print("| messages | dedupe | peak RSS MB | seconds |")
         print("|---:|---|---:|---:|")
         for r in results["memory"]:
-            print(
-                f"| {r['messages']:,} | {'on' if r['dedupe'] else 'off'} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} |"
-            )
+            dedupe = "on" if r["dedupe"] else "off"
+            print(f"| {r['messages']:,} | {dedupe} | {r['peak_rss_mb']:.0f} | {r['seconds']:.1f} |")
         print()
     if results.get("rate"):
         r = results["rate"]
