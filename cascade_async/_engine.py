@@ -113,16 +113,27 @@ class BatchSender:
             results[i] = r
         return results  # type: ignore[return-value]  # every slot is filled above
 
-    async def deliver(self, batch: Sequence[Message], route: Route, prior_attempts: int = 0) -> list[Result]:
+    async def deliver(
+        self, batch: Sequence[Message], route: Route, prior_attempts: int = 0, maybe_sent: bool = False
+    ) -> list[Result]:
+        """Exactly one Result per message of ``batch``, in its order.
+
+        ``maybe_sent`` says an earlier request with these messages may have been accepted
+        although no answer said so; then no failure of theirs is reported as certain.
+        """
         body = encode_batch(batch)
         if len(body) > self._max_bytes:
             return await self._deliver_oversized(batch, body, route, prior_attempts)
         attempts = 0
 
         async def attempt_once() -> list[Result]:
-            nonlocal attempts
+            nonlocal attempts, maybe_sent
             attempts += 1
-            return await self.post(batch, body, route, prior_attempts + attempts)
+            try:
+                return await self.post(batch, body, route, prior_attempts + attempts)
+            except CascadeError as exc:
+                maybe_sent = maybe_sent or exc.outcome_unknown
+                raise
 
         try:
             results: list[Result] = await self._retrying(batch, route)(attempt_once)
@@ -133,7 +144,11 @@ class BatchSender:
             if self._isolate and len(batch) > 1 and isinstance(exc, BadRequestError) and exc.status in SPLIT_STATUSES:
                 logger.debug("HTTP %d for a batch of %d: splitting to isolate the bad messages", exc.status, len(batch))
                 half = len(batch) // 2
-                return await self.deliver(batch[:half], route, total) + await self.deliver(batch[half:], route, total)
+                return await self.deliver(batch[:half], route, total, maybe_sent) + await self.deliver(
+                    batch[half:], route, total, maybe_sent
+                )
+            # A later clear failure does not undo an earlier attempt that may have got through.
+            exc.outcome_unknown = exc.outcome_unknown or maybe_sent
             status = Status.REJECTED if _is_permanent(exc) else Status.FAILED
             return [failure(m.id, status, exc, total) for m in batch]
         self.budget.refund()
@@ -201,7 +216,7 @@ class BatchSender:
             )
 
         return tenacity.AsyncRetrying(
-            retry=tenacity.retry_if_exception(is_retryable),
+            retry=tenacity.retry_if_exception(lambda exc: is_retryable(exc, policy)),
             wait=wait,
             stop=stop,
             before_sleep=before_sleep,

@@ -237,8 +237,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
     if status in (401, 403):
         return AuthenticationError(message, **kwargs)
     if status >= 500:
-        # A gateway error (502, 504) may come after the provider took the batch.
-        return ServerError(message, outcome_unknown=status in (502, 504), **kwargs)
+        return ServerError(message, **kwargs)
     if 400 <= status < 500:
         return BadRequestError(message, **kwargs)
     return APIError(message, **kwargs)

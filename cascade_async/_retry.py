@@ -7,7 +7,7 @@ from typing import Final
 
 import msgspec
 
-from ._errors import APIError, CascadeError, ProtocolError, RateLimitError, TransportError
+from ._errors import APIError, CascadeError, RateLimitError, TransportError
 
 __all__ = ["RetryPolicy"]
 
@@ -23,6 +23,13 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     at ``max_wait``; ``Retry-After`` taken as given up to ``max_retry_after``; and no new
     attempt once ``deadline`` seconds have passed since the batch's first attempt.
 
+    ``retry_ambiguous``: a failure after the request went out (a read timeout, a connection
+    reset mid-request or mid-answer) leaves the outcome unknown: the provider may have taken
+    the batch, and it does not promise to de-duplicate ids, so a retry may deliver twice. By
+    default such messages end FAILED with ``outcome_unknown`` set, for the caller to resend
+    knowingly (the journal's ``resend_unknown``); ``True`` retries them (at-least-once).
+    Failures before anything was sent (connection refused, connect timeout) are always retried.
+
     The retry budget (a bucket of ``budget`` tokens; a retry costs ``retry_cost``, a retry
     after a timeout ``timeout_cost``; each success puts ``success_refund`` back) keeps a
     sustained outage from multiplying traffic: when empty, failures are not retried.
@@ -37,6 +44,7 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     retry_cost: float = 5.0
     timeout_cost: float = 10.0
     success_refund: float = 1.0
+    retry_ambiguous: bool = False
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -58,12 +66,17 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 NO_RETRY: Final = RetryPolicy(max_attempts=1)
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Transient failures: 429, 5xx from the retry list, connection errors and timeouts."""
+def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Transient failures: 429, 5xx from the retry list, connection errors and timeouts.
+
+    A transport failure whose outcome is unknown only with ``policy.retry_ambiguous``; a
+    broken 200 never (the batch was taken: resending would deliver twice).
+    """
     if isinstance(exc, APIError):
         return exc.status in RETRY_STATUSES
-    # A broken 200 may mean the batch was taken: resending could deliver twice.
-    return isinstance(exc, TransportError) and not isinstance(exc, ProtocolError)
+    if isinstance(exc, TransportError):
+        return policy.retry_ambiguous or not exc.outcome_unknown
+    return False
 
 
 def backoff(policy: RetryPolicy, retry_number: int, rng: random.Random) -> float:

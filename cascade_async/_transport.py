@@ -65,7 +65,8 @@ class AiohttpTransport:
             ) as resp:
                 data = await _read_capped(resp, self._max)
                 return RawResponse(resp.status, resp.headers, data)
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            # Nothing was sent: safe to try again.
             raise TransportError(f"cannot connect: {_describe(exc)}") from exc
         except TimeoutError as exc:
             raise TransportError("request timed out", outcome_unknown=True) from exc

@@ -12,7 +12,9 @@ records every message it accepted, so tests can prove exactly-once delivery.
 
 It binds 127.0.0.1 unless told otherwise. Fault names: ``ok``, ``429`` (``429:2`` adds
 ``Retry-After: 2``), ``500``, ``502``, ``503``, ``504``, ``reset`` (connection dropped,
-nothing accepted), ``lost`` (accepted, then the connection dropped before the answer),
+nothing accepted), ``reset-early`` (dropped before the body is read: a reset mid-request),
+``lost`` (accepted, then the connection dropped before the answer), ``truncated`` (accepted,
+then half the answer and a reset: mid-response),
 ``hang`` (no answer for ``hang_seconds``), ``slow`` (accepted, answered after
 ``hang_seconds``), ``malformed`` (a 200 that is not JSON), ``wrong-shape`` (a 200 of the
 wrong shape), ``missing-ids`` (a 200 that leaves out the last message), ``dup-ids`` (a 200 that
@@ -50,7 +52,9 @@ FAULTS: Final = frozenset(
         "503",
         "504",
         "reset",
+        "reset-early",
         "lost",
+        "truncated",
         "hang",
         "slow",
         "malformed",
@@ -293,6 +297,9 @@ class Sandbox:
     async def _answer(self, request: web.Request) -> web.StreamResponse | None:
         latency = self.latency
         delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        fault = self._next_fault()  # every request takes one, whatever happens next
+        if fault == "reset-early":
+            return None
         body = await request.read()
         if delay:
             await asyncio.sleep(delay)
@@ -310,14 +317,13 @@ class Sandbox:
                 status=429,
                 headers={"Retry-After": "1"},
             )
-        fault = self._next_fault()
         name, _, arg = fault.partition(":")
         if name == "429":
             extra = {"Retry-After": arg} if arg else {}
             return _error(429, "RATE_LIMITED", "Too many requests", **extra)
         if name in ("500", "502", "503", "504"):
             return _error(int(name), "SERVER_ERROR", f"injected {name}")
-        if name == "reset":
+        if name in ("reset", "reset-early"):
             return None
         if name == "hang":
             await asyncio.sleep(self.hang_seconds)
@@ -353,6 +359,12 @@ class Sandbox:
         if name == "wrong-shape":
             return web.json_response({"accepted": len(messages)})
         acks = [{"messageId": str(uuid.uuid4()), "trackinId": m["id"]} for m in messages]
+        if name == "truncated":
+            full = _encode.encode(acks)
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(full))})
+            await resp.prepare(request)
+            await resp.write(full[: len(full) // 2])
+            return None
         if name == "missing-ids":
             acks.pop()
         elif name == "dup-ids":

@@ -34,3 +34,11 @@ aioresponses.core.ClientResponse = _CompatResponse  # type: ignore[misc]
 async def sandbox() -> AsyncIterator[Sandbox]:
     async with Sandbox(seed=1) as sb:
         yield sb
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    from .test_faults import FAULT_TABLE, format_table
+
+    if FAULT_TABLE:
+        terminalreporter.section("fault injection over real sockets")
+        format_table(FAULT_TABLE, terminalreporter.write_line)

@@ -276,16 +276,26 @@ def test_retry_budget_stops_retry_storms_and_says_why() -> None:
     assert sum("retry budget exhausted" in str(r.error) for r in results) >= 3
 
 
-def test_timeouts_and_connection_errors_are_retried() -> None:
+def test_connection_errors_are_retried_and_ambiguous_ones_only_on_request() -> None:
     from cascade_async import TransportError
 
-    t = scripted(timeout_error(), TransportError("refused"), "ok")
+    t = scripted(TransportError("refused"), TransportError("refused"), "ok")
 
-    async def main() -> Result:
-        async with make(t, retry=FAST_RETRY) as c:
-            return await c.send(msg(1))
+    async def main(policy: RetryPolicy) -> Result:
+        async with make(t, retry=policy) as c:
+            (r,) = await collect(c, [msg(1)])
+            return r
 
-    assert run_virtual(main()).attempts == 3
+    assert run_virtual(main(FAST_RETRY)).attempts == 3
+    t = scripted(timeout_error(), "ok")
+    r = run_virtual(main(FAST_RETRY))
+    assert r.status is Status.FAILED
+    assert r.outcome_unknown
+    assert r.attempts == 1
+    t = scripted(timeout_error(), TransportError("reset", outcome_unknown=True), "ok")
+    r = run_virtual(main(RetryPolicy(initial_wait=1.0, retry_ambiguous=True)))
+    assert r.ok
+    assert r.attempts == 3
 
 
 # --- 400 bisection -------------------------------------------------------------------------
@@ -548,3 +558,19 @@ def test_without_dedupe_every_occurrence_is_sent_once_per_request_and_nothing_is
     assert sorted(r.tracking_id for r in results) == ["m1", "m1", "m1", "m2", "m3"]
     assert all(r.ok for r in results)
     assert t.batches == [["m1", "m2", "m3"], ["m1"], ["m1"]]
+
+
+def test_a_lost_answer_keeps_the_outcome_unknown_through_later_clear_failures() -> None:
+    from cascade_async import TransportError
+
+    t = scripted(TransportError("reset after send", outcome_unknown=True), error(500), error(503), error(500))
+
+    async def main() -> Result:
+        async with make(t, retry=RetryPolicy(initial_wait=1.0, retry_ambiguous=True)) as c:
+            (r,) = await collect(c, [msg(1)])
+            return r
+
+    r = run_virtual(main())
+    assert r.status is Status.FAILED
+    assert isinstance(r.error, ServerError)
+    assert r.outcome_unknown

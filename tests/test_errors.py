@@ -110,6 +110,6 @@ def test_rate_limit_error_carries_retry_after() -> None:
     assert err.retry_after == 7.0
 
 
-def test_gateway_errors_mark_outcome_unknown() -> None:
-    assert error_from_response(504, {}, b"").outcome_unknown
-    assert not error_from_response(500, {}, b"").outcome_unknown
+def test_error_answers_are_definite_outcomes() -> None:
+    for status in (400, 429, 500, 502, 503, 504):
+        assert not error_from_response(status, {}, b"").outcome_unknown

@@ -33,8 +33,9 @@ def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
         pytest.param(api(ServerError, 503), True, id="503"),
         pytest.param(api(ServerError, 504), True, id="504"),
         pytest.param(api(ServerError, 501), False, id="501"),
-        pytest.param(TransportError("refused"), True, id="connection"),
-        pytest.param(timeout_error(), True, id="timeout"),
+        pytest.param(TransportError("refused"), True, id="connection-refused"),
+        pytest.param(TransportError("reset after sending", outcome_unknown=True), False, id="reset-after-send"),
+        pytest.param(timeout_error(), False, id="read-timeout"),
         pytest.param(api(BadRequestError, 400), False, id="400"),
         pytest.param(api(AuthenticationError, 401), False, id="401"),
         pytest.param(api(AuthenticationError, 403), False, id="403"),
@@ -47,7 +48,14 @@ def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
     ],
 )
 def test_what_is_retried(exc: CascadeError, retry: bool) -> None:
-    assert is_retryable(exc) is retry
+    assert is_retryable(exc, RetryPolicy()) is retry
+
+
+def test_ambiguous_failures_are_retried_only_when_asked() -> None:
+    at_least_once = RetryPolicy(retry_ambiguous=True)
+    assert is_retryable(timeout_error(), at_least_once)
+    assert is_retryable(TransportError("reset", outcome_unknown=True), at_least_once)
+    assert not is_retryable(ProtocolError("broken 200", outcome_unknown=True), at_least_once)
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:
