@@ -7,48 +7,16 @@ import json
 import os
 import platform
 import resource
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
+from cascade_async.sandbox import sandbox_process
+
+__all__ = ["HERE", "machine", "peak_rss_mb", "reset_server", "run_child", "sandbox_process", "server_stats"]
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def sandbox_process(*args: str) -> Iterator[str]:
-    """``cascade-async sandbox`` in its own process on loopback; yields its base URL."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "cascade_async.cli", "sandbox", "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(url + "/sandbox/stats", timeout=1).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the sandbox did not start") from None
-                time.sleep(0.05)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def server_stats(url: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from ._errors import (
     ValidationError,
 )
 from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
+from ._journal import Journal
 from ._models import Message, MessageType, Result, Route, Status
 from ._ratelimit import RateLimit
 from ._report import BulkReport
@@ -33,6 +34,7 @@ __all__ = [
     "CascadeError",
     "DEFAULT_BASE_URL",
     "Event",
+    "Journal",
     "EventHook",
     "Message",
     "MessageSource",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from ._client import DEFAULT_BASE_URL, CascadeClient
 from ._errors import AuthenticationError
 from ._inputs import FORMATS, BadLine, detect_format, read_messages
+from ._journal import Journal
 from ._models import Message, Result, Route, Status, failure
 from ._outputs import ResultWriter, output_format
 from ._ratelimit import RateLimit
@@ -30,6 +33,7 @@ class Tally:
     def __init__(self) -> None:
         self.counts = dict.fromkeys(Status, 0)
         self.unknown = 0
+        self.skipped = 0  # left out by the journal
         self.started = time.monotonic()
 
     def add(self, result: Result) -> None:
@@ -38,8 +42,12 @@ class Tally:
             self.unknown += 1
 
     @property
-    def done(self) -> int:
+    def sent(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def done(self) -> int:
+        return self.sent + self.skipped
 
     def line(self) -> str:
         c = self.counts
@@ -50,6 +58,8 @@ class Tally:
         )
         if self.unknown:
             text += f" ({self.unknown} unknown outcome)"
+        if self.skipped:
+            text += f", {self.skipped} skipped (journal)"
         return text + f" | {elapsed:.1f} s, {rate:,.0f} msg/s"
 
 
@@ -110,6 +120,18 @@ def cli() -> None:
     show_default=True,
     help="Latency of the embedded sandbox per request, seconds.",
 )
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite journal of every outcome: running the same job again sends only what is left.",
+)
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="With --journal: also resend messages whose outcome is unknown (they may arrive twice).",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 def send(
     file: str,
@@ -126,11 +148,13 @@ def send(
     dry_run: bool,
     use_sandbox: bool,
     sandbox_latency: float,
+    journal_path: str | None,
+    resend_unknown: bool,
     progress: bool | None,
 ) -> None:
     """Send every message in FILE (JSONL, a JSON array, or CSV with wire-form columns; - for stdin)."""
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    out = Console(highlight=False, soft_wrap=True)
     stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     try:
         if fmt == "auto":
@@ -154,9 +178,19 @@ def send(
                     max_in_flight=max_in_flight,
                     rate=rate,
                 )
-                code = asyncio.run(
-                    _send(stream, fmt, writer, options, use_sandbox, sandbox_latency, total, show_bar, out, err)
+                job = _Job(
+                    stream,
+                    fmt,
+                    writer,
+                    options,
+                    use_sandbox,
+                    sandbox_latency,
+                    total,
+                    show_bar,
+                    journal_path,
+                    resend_unknown,
                 )
+                code = asyncio.run(_send(job, out, err))
         finally:
             if writer_file:
                 writer_file.close()
@@ -201,21 +235,25 @@ def _bad_result(item: BadLine) -> Result:
     return failure(tid, Status.REJECTED, item.error, 0)
 
 
-async def _send(
-    stream: IO[bytes],
-    fmt: str,
-    writer: ResultWriter | None,
-    options: dict[str, Any],
-    use_sandbox: bool,
-    sandbox_latency: float,
-    total: int | None,
-    show_bar: bool,
-    out: Console,
-    err: Console,
-) -> int:
+@dataclasses.dataclass
+class _Job:
+    stream: IO[bytes]
+    fmt: str
+    writer: ResultWriter | None
+    options: dict[str, Any]
+    use_sandbox: bool
+    sandbox_latency: float
+    total: int | None
+    show_bar: bool
+    journal_path: str | None
+    resend_unknown: bool
+
+
+async def _send(job: _Job, out: Console, err: Console) -> int:
+    options = dict(job.options)
     sandbox: Sandbox | None = None
-    if use_sandbox:
-        sandbox = await Sandbox(latency=sandbox_latency).start()
+    if job.use_sandbox:
+        sandbox = await Sandbox(latency=job.sandbox_latency).start()
         options["base_url"] = sandbox.url
         if not (options["api_key"] or options["viber_token"] or options["telegram_key"]):
             options["api_key"] = "sandbox"
@@ -224,9 +262,10 @@ async def _send(
         )
     tally = Tally()
     rejected_lines: list[str] = []
+    writer = job.writer
 
     async def messages() -> AsyncIterator[Message]:
-        async for item in read_messages(stream, fmt):
+        async for item in read_messages(job.stream, job.fmt):
             if isinstance(item, BadLine):
                 result = _bad_result(item)
                 tally.add(result)
@@ -238,21 +277,31 @@ async def _send(
                 yield item
 
     rate = options.pop("rate")
+    journal = None
     try:
         client = CascadeClient(rate_limit=RateLimit(requests_per_second=rate, burst=max(1, int(rate * 1.5))), **options)
-    except ValueError as exc:
+        journal = Journal(job.journal_path) if job.journal_path else None
+    except (ValueError, sqlite3.Error) as exc:
         err.print(f"error: {exc}", markup=False)
         if sandbox:
             await sandbox.stop()
         return EXIT_USAGE
-    reporter = _Reporter(tally, total, show_bar, err)
+    reporter = _Reporter(tally, job.total, job.show_bar, err)
     try:
-        async with client, client.stream(messages()) as results:
-            reporter.start()
-            async for result in results:
-                tally.add(result)
-                if writer:
-                    writer.write(result)
+        async with client:
+            results = (
+                journal.stream(client, messages(), resend_unknown=job.resend_unknown)
+                if journal
+                else client.stream(messages())
+            )
+            async with results:
+                reporter.start()
+                async for result in results:
+                    tally.add(result)
+                    if writer:
+                        writer.write(result)
+                    if journal:
+                        tally.skipped = journal.skipped_done + journal.skipped_unknown
     except AuthenticationError as exc:
         reporter.stop()
         err.print(f"authentication failed: {exc}; no further messages were sent", markup=False)
@@ -263,11 +312,26 @@ async def _send(
             await sandbox.stop()
     for text in rejected_lines:
         err.print(text, markup=False)
+    unknown: list[str] = []
+    if journal:
+        tally.skipped = journal.skipped_done + journal.skipped_unknown
+        unknown = journal.unknown()
     out.print(f"Done. {tally.line()}")
+    if journal:
+        out.print(
+            f"journal {job.journal_path}: skipped {journal.skipped_done} already settled, "
+            f"{journal.skipped_unknown} of unknown outcome"
+            + ("" if job.resend_unknown else " (not resent: --resend-unknown sends them, and they may arrive twice)"),
+            markup=False,
+        )
+        if unknown:
+            shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+            out.print(f"{len(unknown)} message(s) of unknown outcome: {shown}", markup=False)
+        journal.close()
     if sandbox:
         out.print("(sandbox: nothing left this machine)")
     c = tally.counts
-    return EXIT_OK if c[Status.ACCEPTED] == tally.done else EXIT_SOME_FAILED
+    return EXIT_OK if c[Status.ACCEPTED] == tally.sent and not unknown else EXIT_SOME_FAILED
 
 
 class _Reporter:

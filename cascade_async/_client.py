@@ -22,7 +22,7 @@ from ._models import Message, Result, Route, Status
 from ._ratelimit import Limiter, RateLimit
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._stream import DUPLICATE_ID, MessageSource, ResultStream
+from ._stream import DUPLICATE_ID, MessageSource, Recorder, ResultStream
 from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 from ._wire import encode_batch
@@ -239,6 +239,11 @@ class CascadeClient:
         for endless streams whose ids are unique by construction: repeats are then sent too.
         Raises ``AuthenticationError`` at once on 401/403.
         """
+        return self._open_stream(messages, route=route, dedupe=self.dedupe if dedupe is None else dedupe)
+
+    def _open_stream(
+        self, messages: MessageSource, *, route: Route | None, dedupe: bool, recorder: Recorder | None = None
+    ) -> ResultStream:
         self._ensure_open()
         return ResultStream(
             messages,
@@ -248,7 +253,8 @@ class CascadeClient:
             linger=self.linger,
             max_in_flight=self.max_in_flight,
             on_event=self._hook,
-            dedupe=self.dedupe if dedupe is None else dedupe,
+            dedupe=dedupe,
+            recorder=recorder,
         )
 
     async def send_many(self, messages: MessageSource, *, route: Route | None = None) -> BulkReport:

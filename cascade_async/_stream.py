@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ._batching import Batcher
 from ._engine import BatchSender
@@ -41,6 +41,14 @@ _Item = list[Result] | _End
 DUPLICATE_ID: Final = "DUPLICATE_ID"
 
 
+class Recorder(Protocol):
+    """Told of each batch before it is sent and of every result as it arrives (the journal)."""
+
+    def dispatched(self, batch: Sequence[Message]) -> None: ...
+
+    def completed(self, results: Sequence[Result]) -> None: ...
+
+
 class ResultStream:
     """An async iterator of ``Result``: exactly one per input message, in completion order.
 
@@ -63,6 +71,7 @@ class ResultStream:
         max_in_flight: int,
         on_event: EventHook | None,
         dedupe: bool = True,
+        recorder: Recorder | None = None,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -72,6 +81,7 @@ class ResultStream:
         self._max_in_flight = max_in_flight
         self._hook = on_event
         self._dedupe = dedupe
+        self._recorder = recorder
         #: First-occurrence tracking ids in input order (dict: ordered, O(1) membership); empty
         #: when ``dedupe`` is off.
         self.seen: dict[str, None] = {}
@@ -254,9 +264,7 @@ class ResultStream:
     async def _emit_rejected(self, result: Result) -> None:
         assert self._slots is not None
         await self._slots.acquire()
-        results = [result]
-        self._queue.put_nowait(results)
-        emit(self._hook, BatchCompleted(route=self._route, results=results))
+        self._finish([result])
 
     async def _dispatch(self) -> None:
         assert self._batcher is not None
@@ -279,6 +287,12 @@ class ResultStream:
         self._queue.put_nowait(_End(self._source_error))
 
     async def _run_batch(self, batch: list[Message]) -> None:
+        if self._recorder is not None:
+            try:
+                self._recorder.dispatched(batch)
+            except Exception as exc:
+                self._abort(exc)
+                return
         try:
             if self._dedupe:
                 results = await self._sender.deliver(batch, self._route)
@@ -294,12 +308,22 @@ class ResultStream:
             logger.exception("internal error while sending a batch of %d", len(batch))
             err = CascadeError(f"internal error: {exc!r}", outcome_unknown=True)
             results = [failure(m.id, Status.FAILED, err, 0) for m in batch]
+        self._finish(results)
+
+    def _finish(self, results: list[Result]) -> None:
+        if self._recorder is not None:
+            try:
+                self._recorder.completed(results)
+            except Exception as exc:
+                self._abort(exc)
+                return
         self._queue.put_nowait(results)
         emit(self._hook, BatchCompleted(route=self._route, results=results))
 
-    def _abort(self, exc: AuthenticationError) -> None:
-        """401/403: every later batch would fail the same way, so stop sending at once."""
-        logger.error("authentication failed (%s): stopping the job", exc)
+    def _abort(self, exc: Exception) -> None:
+        """Stop sending at once: on 401/403 every later batch would fail the same way, and a
+        recorder (the journal) that cannot write would break its promise."""
+        logger.error("stopping the job: %s", exc)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:

@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import datetime as _dt
 import random
 import re
 import socket
 import struct
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final
 
@@ -41,7 +44,7 @@ from aiohttp import web
 
 from ._models import Route
 
-__all__ = ["FAULTS", "Sandbox", "SandboxStats"]
+__all__ = ["FAULTS", "Sandbox", "SandboxStats", "sandbox_process"]
 
 FAULTS: Final = frozenset(
     {
@@ -394,3 +397,36 @@ def _drop(request: web.Request) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+@contextlib.contextmanager
+def sandbox_process(*options: str, start_timeout: float = 20.0) -> Iterator[str]:
+    """``cascade-async sandbox`` in a child process on a free loopback port; yields its URL.
+
+    For benchmarks and crash tests that need the server out of the client's process.
+    ``options`` are the command's flags (``"--latency", "0.05"``); needs the ``cli`` extra.
+    """
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "cascade_async.cli", "sandbox", "--port", str(port), *options]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"the sandbox process did not start: {' '.join(cmd)}") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
