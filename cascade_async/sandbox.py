@@ -30,6 +30,7 @@ import datetime as _dt
 import random
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -163,6 +164,7 @@ class Sandbox:
         hang_seconds: float = 3600.0,
         record: bool = True,
         seed: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -181,6 +183,7 @@ class Sandbox:
         self.api_keys = None if api_keys is None else frozenset(api_keys)
         self.hang_seconds = hang_seconds
         self.record = record
+        self._ssl = ssl_context
         self._rng = random.Random(seed)
         self.counts: collections.Counter[str] = collections.Counter()
         self.accepted: list[dict[str, Any]] = []  # every accepted message, in order (when recording)
@@ -223,7 +226,8 @@ class Sandbox:
     def url(self) -> str:
         if self._runner is None:
             raise RuntimeError("the sandbox is not running")
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -236,7 +240,7 @@ class Sandbox:
     async def start(self) -> Sandbox:
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl)
         await site.start()
         server = site._server
         assert server is not None

@@ -1,0 +1,102 @@
+"""Security hygiene: TLS verified by default, capped answers, no secrets anywhere."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from cascade_async import CascadeClient, Message, ProtocolError, Status, TransportError
+from cascade_async._transport import AiohttpTransport
+from cascade_async.sandbox import Sandbox
+
+MSG = Message.from_dict({"id": "s1", "fromName": "S", "toPhone": "+380501234567", "messageType": "flashcall"})
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_tls_is_verified_by_default_and_a_context_can_be_passed(certificate: tuple[Path, Path]) -> None:
+    cert, key = certificate
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    async with Sandbox(ssl_context=server_ctx) as sb:
+        assert sb.url.startswith("https://")
+        async with CascadeClient(api_key="k", base_url=sb.url, retry=None) as c:
+            with pytest.raises(TransportError, match="(?i)certificate"):
+                await c.send_batch([MSG])
+        trusting = ssl.create_default_context(cafile=str(cert))
+        async with CascadeClient(api_key="k", base_url=sb.url, ssl=trusting) as c:
+            (result,) = await c.send_batch([MSG])
+    assert result.status is Status.ACCEPTED
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_oversized_answers_are_refused_not_read(chunked: bool) -> None:
+    async def huge(request: web.Request) -> web.StreamResponse:
+        if not chunked:
+            return web.Response(body=b"[" + b" " * 50_000 + b"]", content_type="application/json")
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for _ in range(50):
+            await resp.write(b" " * 1000)
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/x", huge)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = AiohttpTransport(timeout=5, max_response_bytes=10_000)
+    try:
+        with pytest.raises(ProtocolError, match="cap"):
+            await transport(f"http://127.0.0.1:{port}/x", {}, b"[]")
+    finally:
+        await transport.aclose()
+        await runner.cleanup()
+
+
+def test_default_cap_is_16_mib() -> None:
+    from cascade_async._transport import MAX_RESPONSE_BYTES
+
+    assert MAX_RESPONSE_BYTES == 16 * 1024 * 1024
+
+
+def test_sandbox_binds_loopback_unless_told() -> None:
+    assert Sandbox().host == "127.0.0.1"
+    assert Sandbox(host="0.0.0.0").host == "0.0.0.0"
