@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import random
 import ssl as _ssl
 import time
 from collections.abc import Iterable, Mapping
@@ -128,17 +127,6 @@ class CascadeClient:
             max_batch_bytes=max_batch_bytes,
             on_event=on_event,
         )
-        self._once = BatchSender(
-            transport=self._transport,
-            base_url=self.base_url,
-            headers=headers,
-            limiter=limiter,
-            policy=NO_RETRY,
-            isolate_bad_messages=False,
-            max_batch_bytes=max_batch_bytes,
-            on_event=on_event,
-            rng=random.Random(0),
-        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -198,7 +186,7 @@ class CascadeClient:
             if m.id in ids:
                 raise ValidationError("appears twice in one batch", field="id", tracking_id=m.id, code=DUPLICATE_ID)
             ids.add(m.id)
-        return await self._once.post(batch, encode_batch(batch), route or self.route, 1)
+        return await self._sender.post(batch, encode_batch(batch), route or self.route, 1)
 
     async def send(self, message: Message | Mapping[str, Any], *, route: Route | None = None) -> Result:
         """Send one message with the client's retries; return its ACCEPTED result or raise.

@@ -125,9 +125,14 @@ class BatchSender:
         if len(body) > self._max_bytes:
             return await self._deliver_oversized(batch, body, route, prior_attempts)
         attempts = 0
+        first_failure: CascadeError | None = None
 
         async def attempt_once() -> list[Result]:
-            nonlocal attempts, maybe_sent
+            nonlocal attempts, maybe_sent, first_failure
+            if first_failure is not None:
+                # Replays the first attempt's failure, so tenacity decides on it like any other.
+                exc, first_failure = first_failure, None
+                raise exc
             attempts += 1
             try:
                 return await self.post(batch, body, route, prior_attempts + attempts)
@@ -136,7 +141,14 @@ class BatchSender:
                 raise
 
         try:
-            results: list[Result] = await self._retrying(batch, route)(attempt_once)
+            try:
+                # The happy path skips tenacity: its machinery is only worth paying for on a failure.
+                results: list[Result] = await attempt_once()
+            except CascadeError as exc:
+                if isinstance(exc, AuthenticationError):
+                    raise
+                first_failure = exc
+                results = await self._retrying(batch, route)(attempt_once)
         except AuthenticationError:
             raise
         except CascadeError as exc:

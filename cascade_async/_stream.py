@@ -301,8 +301,6 @@ class ResultStream:
         except AuthenticationError as exc:
             self._abort(exc)
             return
-        except CascadeError as exc:  # pragma: no cover - deliver turns these into results
-            results = [failure(m.id, Status.FAILED, exc, 0) for m in batch]
         except Exception as exc:
             # A bug must not lose messages: they end FAILED with the reason.
             logger.exception("internal error while sending a batch of %d", len(batch))

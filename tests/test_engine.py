@@ -359,30 +359,33 @@ def test_authentication_failure_aborts_the_whole_call_at_once() -> None:
 # --- rate limiting -------------------------------------------------------------------------
 
 
-def test_rate_limit_holds_over_every_window() -> None:
+@pytest.mark.parametrize("headroom", [0.0, 0.01, 0.1])
+def test_rate_limit_holds_over_every_window(headroom: float) -> None:
     t = FakeTransport(latency=0.01)
 
     async def main() -> None:
-        limit = RateLimit(requests_per_second=100, burst=150)
+        limit = RateLimit(requests_per_second=100, burst=150, headroom=headroom)
         async with make(t, rate_limit=limit, batch_size=1, max_in_flight=64) as c:
             await collect(c, [msg(i) for i in range(1000)])
 
     run_virtual(main())
     times = sorted(c[0] for c in t.calls)
     assert len(times) == 1000
-    # (1000 - 150 burst) / 100 per second
-    assert times[-1] == pytest.approx(8.5, abs=0.1)
+    # 1000 - 150 requests of burst, at 100 per second less the headroom
+    assert times[-1] == pytest.approx(850 / (100 * (1 - headroom)), abs=0.05)
     counts = [sum(1 for x in times if s <= x < s + 1.0) for s in times]
     assert max(counts) <= 250
     after_burst = [sum(1 for x in times if s <= x < s + 1.0) for s in times if s >= 2.0]
-    assert max(after_burst) <= 101
+    assert max(after_burst) <= (101 if headroom == 0 else 100)
 
 
 def test_message_rate_limit_counts_messages() -> None:
     t = FakeTransport()
 
     async def main() -> None:
-        limit = RateLimit(requests_per_second=1000, burst=1000, messages_per_second=100, message_burst=100)
+        limit = RateLimit(
+            requests_per_second=1000, burst=1000, messages_per_second=100, message_burst=100, headroom=0
+        )
         async with make(t, rate_limit=limit, batch_size=50) as c:
             await collect(c, [msg(i) for i in range(1000)])
 

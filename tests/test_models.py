@@ -24,7 +24,11 @@ DOCUMENTED = [
     '{"id":"tx-003","fromName":"Shop","toPhone":"+380931234567","messageType":"flashcall"}]',
     '[{"id":"survey-1","fromName":"Shop","toPhone":"+380501234567","messageType":"viber_survey",'
     '"text":"How did we do?","ttl":604800,"surveyOptions":["Great","OK","Bad"]}]',
+    '[{"id":"promo-777","fromName":"YourStore","toPhone":"+380501234567","messageType":"promo",'
+    '"text":"Weekend sale: -20% on everything","ttl":172800,"scheduledSent":"2025-01-25T10:00:00Z"}]',
+    '[{"id":"verify-42","fromName":"YourStore","toPhone":"+380501234567","messageType":"flashcall","ttl":300}]',
 ]
+DOCUMENTED_IDS = ["order", "bulk-of-three", "survey", "scheduled-promo", "flashcall"]
 
 
 def base(**over: Any) -> dict[str, Any]:
@@ -39,7 +43,7 @@ def base(**over: Any) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
 
-@pytest.mark.parametrize("doc", DOCUMENTED, ids=["order", "bulk-of-three", "survey"])
+@pytest.mark.parametrize("doc", DOCUMENTED, ids=DOCUMENTED_IDS)
 def test_documented_examples_round_trip_byte_for_byte(doc: str) -> None:
     messages = [Message.from_dict(d) for d in json.loads(doc)]
     assert encode_batch(messages) == doc.encode()

@@ -12,7 +12,7 @@ import pytest
 from cascade_async import CascadeClient, Route, Status
 from cascade_async.sandbox import Sandbox
 
-from .test_models import DOCUMENTED
+from .test_models import DOCUMENTED, DOCUMENTED_IDS
 
 KEY = {"X-Authorization-Key": "test-key"}
 
@@ -118,7 +118,7 @@ async def test_not_json_and_wrong_content_type(sandbox: Sandbox) -> None:
         assert r.status == 415
 
 
-@pytest.mark.parametrize("doc", DOCUMENTED, ids=["order", "bulk-of-three", "survey"])
+@pytest.mark.parametrize("doc", DOCUMENTED, ids=DOCUMENTED_IDS)
 async def test_documented_examples_are_accepted_unchanged(sandbox: Sandbox, doc: str) -> None:
     status, body, _ = await post(sandbox, None, raw=doc.encode())
     assert status == 200

@@ -55,7 +55,7 @@ async def test_tls_is_verified_by_default_and_a_context_can_be_passed(certificat
     async with Sandbox(ssl_context=server_ctx) as sb:
         assert sb.url.startswith("https://")
         async with CascadeClient(api_key="k", base_url=sb.url, retry=None) as c:
-            with pytest.raises(TransportError, match="(?i)certificate"):
+            with pytest.raises(TransportError, match=r"(?i)certificate"):
                 await c.send_batch([MSG])
         trusting = ssl.create_default_context(cafile=str(cert))
         async with CascadeClient(api_key="k", base_url=sb.url, ssl=trusting) as c:
