@@ -87,7 +87,6 @@ class ResultStream:
         self.seen: dict[str, None] = {}
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._started = False
         self._closed = False
         self._iterating = False
         self._slots: asyncio.Semaphore | None = None
@@ -144,7 +143,6 @@ class ResultStream:
     def _start(self) -> None:
         if self._closed:
             raise RuntimeError("this ResultStream is closed")
-        self._started = True
         self._slots = asyncio.Semaphore(self._max_in_flight)
         self._batcher = Batcher(self._batch_size, self._linger)
         self._spawn(self._read())
