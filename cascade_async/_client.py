@@ -44,6 +44,16 @@ class CascadeClient:
 
     One client holds one connection pool, one rate limiter, one retry budget and one
     policy (batch size, concurrency, retries): create it once and share it.
+
+    Credentials: ``api_key`` (or ``$CASCADE_API_KEY``), ``viber_token``, ``telegram_key``; at
+    least one. Connection: ``base_url`` (https, or http on loopback / ``allow_insecure``),
+    ``route``, ``timeout`` (seconds per request), ``session`` (borrowed, never closed),
+    ``ssl`` (verification on; pass an ``SSLContext`` for a private CA), ``transport`` (the
+    seam tests replace). Sending: ``batch_size`` (1-1000), ``max_batch_bytes``, ``linger``
+    (partial batches from slow sources), ``max_in_flight``, ``rate_limit``, ``retry``,
+    ``isolate_bad_messages`` (split 400s to find the bad messages), ``dedupe`` (refuse repeated
+    ids within a call). Single sends: ``coalesce``, ``send_linger``, ``close_timeout``.
+    Observability: ``on_event``.
     """
 
     def __init__(
