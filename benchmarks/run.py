@@ -65,8 +65,10 @@ def print_tables(results: dict[str, Any]) -> None:
     m = results["machine"]
     print(f"\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}; {results['date']}\n")
     for latency, rows in results["bulk"].items():
-        print(f"Bulk send of {rows[0]['messages']:,} messages, batch 500, 8 in flight, sandbox latency {latency} "
-              f"(median of {rows[0]['runs']} runs):\n")
+        print(
+            f"Bulk send of {rows[0]['messages']:,} messages, batch 500, 8 in flight, sandbox latency {latency} "
+            f"(median of {rows[0]['runs']} runs):\n"
+        )
         print("| client | msgs/s | CPU µs/msg | peak RSS MB | msgs/s ÷ (d) | CPU ÷ (d) |")
         print("|---|---:|---:|---:|---:|---:|")
         for r in rows:

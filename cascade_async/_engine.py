@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import tenacity
 
@@ -31,6 +31,8 @@ from ._transport import Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
+
+OnSend = Callable[[Sequence[Message]], None]
 
 # Statuses whose batch is split in halves to find the messages at fault.
 SPLIT_STATUSES = frozenset({400, 413, 422})
@@ -61,10 +63,17 @@ class BatchSender:
         self._hook = on_event
         self._rng = rng or random.Random()
 
-    async def post(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
-        """One rate-limited POST. Returns the results of a 200; raises a ``CascadeError`` else."""
+    async def post(
+        self, batch: Sequence[Message], body: bytes, route: Route, attempt: int, on_send: OnSend | None = None
+    ) -> list[Result]:
+        """One rate-limited POST. Returns the results of a 200; raises a ``CascadeError`` else.
+
+        ``on_send`` is called once the rate limiter lets the request go, just before it leaves.
+        """
         if self._limiter is not None:
             await self._limiter.acquire(len(batch))
+        if on_send is not None:
+            on_send(batch)
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -93,7 +102,9 @@ class BatchSender:
             raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
         return results_from_acks(batch, raw.body, attempts=attempt)
 
-    async def deliver_repeats(self, batch: Sequence[Message], route: Route) -> list[Result]:
+    async def deliver_repeats(
+        self, batch: Sequence[Message], route: Route, on_send: OnSend | None = None
+    ) -> list[Result]:
         """Like ``deliver``, for a batch that may repeat a tracking id: every occurrence is sent.
 
         One request can hold an id once (answers are matched by id), so repeats go in
@@ -105,25 +116,34 @@ class BatchSender:
             if firsts.setdefault(m.id, i) != i:
                 repeats.append(i)
         if not repeats:
-            return await self.deliver(batch, route)
+            return await self.deliver(batch, route, on_send=on_send)
         results: list[Result | None] = [None] * len(batch)
-        for i, r in zip(firsts.values(), await self.deliver([batch[i] for i in firsts.values()], route), strict=True):
+        firsts_batch = [batch[i] for i in firsts.values()]
+        for i, r in zip(firsts.values(), await self.deliver(firsts_batch, route, on_send=on_send), strict=True):
             results[i] = r
-        for i, r in zip(repeats, await self.deliver_repeats([batch[i] for i in repeats], route), strict=True):
+        repeats_batch = [batch[i] for i in repeats]
+        for i, r in zip(repeats, await self.deliver_repeats(repeats_batch, route, on_send), strict=True):
             results[i] = r
         return results  # type: ignore[return-value]  # every slot is filled above
 
     async def deliver(
-        self, batch: Sequence[Message], route: Route, prior_attempts: int = 0, maybe_sent: bool = False
+        self,
+        batch: Sequence[Message],
+        route: Route,
+        prior_attempts: int = 0,
+        maybe_sent: bool = False,
+        *,
+        on_send: OnSend | None = None,
     ) -> list[Result]:
         """Exactly one Result per message of ``batch``, in its order.
 
         ``maybe_sent`` says an earlier request with these messages may have been accepted
         although no answer said so; then no failure of theirs is reported as certain.
+        ``on_send`` is told of the messages once, before the first request with them leaves.
         """
         body = encode_batch(batch)
         if len(body) > self._max_bytes:
-            return await self._deliver_oversized(batch, body, route, prior_attempts)
+            return await self._deliver_oversized(batch, body, route, prior_attempts, on_send)
         attempts = 0
         first_failure: CascadeError | None = None
 
@@ -135,7 +155,9 @@ class BatchSender:
                 raise exc
             attempts += 1
             try:
-                return await self.post(batch, body, route, prior_attempts + attempts)
+                return await self.post(
+                    batch, body, route, prior_attempts + attempts, on_send if attempts == 1 else None
+                )
             except CascadeError as exc:
                 maybe_sent = maybe_sent or exc.outcome_unknown
                 raise
@@ -167,7 +189,7 @@ class BatchSender:
         return results
 
     async def _deliver_oversized(
-        self, batch: Sequence[Message], body: bytes, route: Route, prior_attempts: int
+        self, batch: Sequence[Message], body: bytes, route: Route, prior_attempts: int, on_send: OnSend | None
     ) -> list[Result]:
         if len(batch) == 1:
             m = batch[0]
@@ -183,7 +205,7 @@ class BatchSender:
         step = -(-len(batch) // parts)
         out: list[Result] = []
         for i in range(0, len(batch), step):
-            out += await self.deliver(batch[i : i + step], route, prior_attempts)
+            out += await self.deliver(batch[i : i + step], route, prior_attempts, on_send=on_send)
         return out
 
     def _retrying(self, batch: Sequence[Message], route: Route) -> tenacity.AsyncRetrying:

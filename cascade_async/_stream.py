@@ -41,8 +41,17 @@ _Item = list[Result] | _End
 DUPLICATE_ID: Final = "DUPLICATE_ID"
 
 
+class _RecorderFailed(Exception):
+    """The recorder could not note a batch about to be sent (``cause`` says why)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class Recorder(Protocol):
-    """Told of each batch before it is sent and of every result as it arrives (the journal)."""
+    """Told of each batch just before its first request leaves and of every result as it
+    arrives (the journal)."""
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...
 
@@ -284,20 +293,25 @@ class ResultStream:
         # Every batch's results are queued before the end marker.
         self._queue.put_nowait(_End(self._source_error))
 
+    def _record_send(self, batch: Sequence[Message]) -> None:
+        assert self._recorder is not None
+        try:
+            self._recorder.dispatched(batch)
+        except Exception as exc:
+            raise _RecorderFailed(exc) from exc
+
     async def _run_batch(self, batch: list[Message]) -> None:
-        if self._recorder is not None:
-            try:
-                self._recorder.dispatched(batch)
-            except Exception as exc:
-                self._abort(exc)
-                return
+        on_send = self._record_send if self._recorder is not None else None
         try:
             if self._dedupe:
-                results = await self._sender.deliver(batch, self._route)
+                results = await self._sender.deliver(batch, self._route, on_send=on_send)
             else:
-                results = await self._sender.deliver_repeats(batch, self._route)
+                results = await self._sender.deliver_repeats(batch, self._route, on_send)
         except AuthenticationError as exc:
             self._abort(exc)
+            return
+        except _RecorderFailed as exc:
+            self._abort(exc.cause)
             return
         except Exception as exc:
             # A bug must not lose messages: they end FAILED with the reason.

@@ -383,9 +383,7 @@ def test_message_rate_limit_counts_messages() -> None:
     t = FakeTransport()
 
     async def main() -> None:
-        limit = RateLimit(
-            requests_per_second=1000, burst=1000, messages_per_second=100, message_burst=100, headroom=0
-        )
+        limit = RateLimit(requests_per_second=1000, burst=1000, messages_per_second=100, message_burst=100, headroom=0)
         async with make(t, rate_limit=limit, batch_size=50) as c:
             await collect(c, [msg(i) for i in range(1000)])
 

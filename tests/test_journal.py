@@ -100,7 +100,8 @@ KILL_N = 50_000
 
 @pytest.fixture
 def standalone_sandbox() -> Iterator[str]:
-    with sandbox_process("--latency", "0.02") as url:
+    # answers take 0.3 s, so that a few requests are always on the wire when the kill comes
+    with sandbox_process("--latency", "0.3") as url:
         yield url
 
 
@@ -127,8 +128,8 @@ def test_kill_minus_9_then_resume(tmp_path: Path, standalone_sandbox: str) -> No
         SECRET,
         "--journal",
         str(db),
-        "--rate",
-        "40",
+        "--rate",  # slow enough (a burst of 15 requests, then 10 a second) to be killed mid-job anywhere
+        "10",
         "--batch-size",
         "500",
         "--max-in-flight",
@@ -156,7 +157,7 @@ def test_kill_minus_9_then_resume(tmp_path: Path, standalone_sandbox: str) -> No
         settled = journal.counts().get("accepted", 0)
     assert in_flight_at_kill <= 8 * 500
 
-    resumed = run(*args, "--resend-unknown")
+    resumed = run(*args, "--resend-unknown", "--rate", "200")
     assert resumed.returncode == 0, text(resumed)
     after = stats(url)
     assert after["unique_ids"] == KILL_N  # every message accepted, none lost
