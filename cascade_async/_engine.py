@@ -110,13 +110,13 @@ class BatchSender:
         One request can hold an id once (answers are matched by id), so repeats go in
         follow-up requests. Results come back in ``batch`` order.
         """
+        if len({m.id for m in batch}) == len(batch):  # the usual case, checked in C
+            return await self.deliver(batch, route, on_send=on_send)
         firsts: dict[str, int] = {}
         repeats: list[int] = []
         for i, m in enumerate(batch):
             if firsts.setdefault(m.id, i) != i:
                 repeats.append(i)
-        if not repeats:
-            return await self.deliver(batch, route, on_send=on_send)
         results: list[Result | None] = [None] * len(batch)
         firsts_batch = [batch[i] for i in firsts.values()]
         for i, r in zip(firsts.values(), await self.deliver(firsts_batch, route, on_send=on_send), strict=True):
