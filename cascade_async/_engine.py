@@ -74,33 +74,39 @@ class BatchSender:
             await self._limiter.acquire(len(batch))
         if on_send is not None:
             on_send(batch)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = asyncio.get_running_loop().time()
         try:
             raw = await self._transport(self._urls[route], self._headers, body)
         except CascadeError as exc:
+            self._sent(route, batch, attempt, started, None, exc)
+            raise
+        self._sent(route, batch, attempt, started, raw.status, None)
+        if raw.status != 200:
+            raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
+        return results_from_acks(batch, raw.body, attempts=attempt)
+
+    def _sent(
+        self,
+        route: Route,
+        batch: Sequence[Message],
+        attempt: int,
+        started: float,
+        status: int | None,
+        error: CascadeError | None,
+    ) -> None:
+        if self._hook is not None:
+            elapsed = asyncio.get_running_loop().time() - started
             emit(
                 self._hook,
                 BatchSent(
                     route=route,
                     size=len(batch),
                     attempt=attempt,
-                    status=None,
-                    elapsed=loop.time() - started,
-                    error=str(exc),
+                    status=status,
+                    elapsed=elapsed,
+                    error=None if error is None else str(error),
                 ),
             )
-            raise
-        if self._hook is not None:
-            emit(
-                self._hook,
-                BatchSent(
-                    route=route, size=len(batch), attempt=attempt, status=raw.status, elapsed=loop.time() - started
-                ),
-            )
-        if raw.status != 200:
-            raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
-        return results_from_acks(batch, raw.body, attempts=attempt)
 
     async def deliver_repeats(
         self, batch: Sequence[Message], route: Route, on_send: OnSend | None = None
