@@ -6,7 +6,8 @@
 ...     print(journal.unknown())    # in flight at a crash, or answer lost: resend knowingly
 
 Every batch is recorded as ``pending`` (committed) just before its first request leaves (after
-the rate limiter: a batch still waiting was never sent), and every result as it arrives (one commit per batch; WAL mode, so a commit is cheap and survives a killed process).
+the rate limiter: a batch still waiting was never sent), and every result as it arrives (one
+commit per batch; WAL mode, so a commit is cheap and survives a killed process).
 Running the same job again skips messages already ``accepted`` or ``rejected``, sends those
 that failed for certain, and leaves out the ones whose outcome is unknown (a ``pending`` row
 left by a crash, or a failure with ``outcome_unknown``) unless ``resend_unknown=True``: the
