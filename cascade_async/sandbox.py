@@ -188,6 +188,7 @@ class Sandbox:
         self.counts: collections.Counter[str] = collections.Counter()
         self.accepted: list[dict[str, Any]] = []  # every accepted message, in order (when recording)
         self.request_times: list[float] = []  # loop time of every POST's arrival (when recording)
+        self.route_counts: collections.Counter[str] = collections.Counter()  # POSTs by path
         self._requests = 0
         self._accepted_requests = 0
         self._accepted_messages = 0
@@ -207,6 +208,7 @@ class Sandbox:
         self.counts.clear()
         self.accepted.clear()
         self.request_times.clear()
+        self.route_counts.clear()
         self._requests = self._accepted_requests = self._accepted_messages = 0
         self._statuses.clear()
 
@@ -292,6 +294,7 @@ class Sandbox:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self._requests += 1
+        self.route_counts[request.path] += 1
         if self.record:
             self.request_times.append(asyncio.get_running_loop().time())
         response = await self._answer(request)

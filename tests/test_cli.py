@@ -165,3 +165,11 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path: Path) -> None:
     p = run("send", str(src), "--sandbox", "--sandbox-latency", "0.8", "--batch-size", "10", "--max-in-flight", "1")
     assert p.returncode == 0, text(p)
     assert "progress/40:" in text(p)
+
+
+def test_route_option_picks_the_telegram_viber_endpoint(tmp_path: Path, server: Sandbox) -> None:
+    src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(5)])
+    p = run("send", str(src), "--base-url", server.url, "--api-key", SECRET, "--route", "tg-viber")
+    assert p.returncode == 0, text(p)
+    assert server.stats().accepted_messages == 5
+    assert server.route_counts == {"/api/CascadeMessage/send_message/tg-viber/async": 1}

@@ -575,3 +575,19 @@ def test_a_lost_answer_keeps_the_outcome_unknown_through_later_clear_failures() 
     assert r.status is Status.FAILED
     assert isinstance(r.error, ServerError)
     assert r.outcome_unknown
+
+
+def test_each_retry_decision_is_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG, logger="cascade_async")
+    t = scripted(error(503), *[error(500)] * 5)
+
+    async def main() -> None:
+        async with make(t, retry=RetryPolicy(initial_wait=0.1, max_attempts=3)) as c:
+            await collect(c, [msg(1)])
+
+    run_virtual(main())
+    debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert sum(m.startswith("retrying 1 message(s)") for m in debug) == 2
+    assert any("not retrying" in m and "gave up after 3 attempts" in m for m in debug)

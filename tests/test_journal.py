@@ -175,3 +175,22 @@ def test_kill_minus_9_then_resume(tmp_path: Path, standalone_sandbox: str) -> No
         }
     )
     assert Status.ACCEPTED.value == "accepted"
+
+
+async def test_batches_waiting_for_the_rate_limiter_are_not_marked_sent(tmp_path: Path) -> None:
+    from cascade_async import RateLimit
+
+    async with Sandbox() as sb:
+        with Journal(str(tmp_path / "j.db")) as journal:
+            async with CascadeClient(
+                api_key="k",
+                base_url=sb.url,
+                batch_size=10,
+                max_in_flight=4,
+                rate_limit=RateLimit(requests_per_second=1, burst=1, headroom=0),
+            ) as c, journal.stream(c, job(100)) as results:
+                async for _ in results:
+                    break  # one batch went out; three more wait for the limiter
+            assert journal.counts() == {"accepted": 10}
+            assert journal.unknown() == []
+        assert sb.stats().requests == 1
