@@ -21,7 +21,7 @@ from ._models import Message, Result, Route, Status
 from ._ratelimit import Limiter, RateLimit
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._stream import DUPLICATE_ID, MessageSource, Recorder, ResultStream
+from ._stream import DUPLICATE_ID, MessageSource, Recorder, ResultStream, is_duplicate
 from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 from ._wire import encode_batch
@@ -233,7 +233,7 @@ class CascadeClient:
         ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts; it is
         read lazily. Invalid items come out REJECTED without being sent, and so do repeated
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
-        100 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
+        90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.
         Raises ``AuthenticationError`` at once on 401/403.
         """
@@ -262,7 +262,7 @@ class CascadeClient:
         async with self.stream(messages, route=route, dedupe=True) as results:
             by_id: dict[str, Result] = {}
             async for result in results:
-                if isinstance(result.error, ValidationError) and result.error.code == DUPLICATE_ID:
+                if is_duplicate(result):
                     duplicates.append(result)
                 else:
                     by_id[result.tracking_id] = result

@@ -22,9 +22,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-from ._errors import ValidationError
 from ._models import Message, Result, Route
-from ._stream import DUPLICATE_ID, MessageSource, ResultStream
+from ._stream import MessageSource, ResultStream, is_duplicate
 
 if TYPE_CHECKING:
     from ._client import CascadeClient
@@ -145,9 +144,9 @@ class Journal:
         now = time.time()
         rows = []
         for r in results:
-            err = r.error
-            if isinstance(err, ValidationError) and err.code == DUPLICATE_ID:
+            if is_duplicate(r):
                 continue  # the row belongs to the id's first occurrence
+            err = r.error
             rows.append(
                 (
                     r.tracking_id,

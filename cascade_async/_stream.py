@@ -12,7 +12,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from types import TracebackType
 from typing import Any, Final, Protocol
 
@@ -166,17 +175,14 @@ class ResultStream:
     async def _read(self) -> None:
         assert self._batcher is not None
         batcher = self._batcher
-        admit = self._admit
+        take = self._take
         try:
             if isinstance(self._source, AsyncIterable):
                 index = 0
                 async for item in self._source:
                     index += 1
-                    msg = admit(item, index)
-                    if isinstance(msg, Result):
-                        await self._emit_rejected(msg)
-                    elif not batcher.offer(msg):
-                        await batcher.put(msg)
+                    if (wait := take(item, index)) is not None:
+                        await wait
             else:
                 await self._read_iterable(iter(self._source))
         except asyncio.CancelledError:
@@ -228,13 +234,23 @@ class ResultStream:
             else:
                 for item in chunk:
                     index += 1
-                    msg = self._admit(item, index)
-                    if isinstance(msg, Result):
-                        await self._emit_rejected(msg)
-                    elif not batcher.offer(msg):
-                        await batcher.put(msg)
+                    if (wait := self._take(item, index)) is not None:
+                        await wait
             if error is not None:
                 raise error
+
+    def _take(self, item: Message | Mapping[str, Any], index: int) -> Awaitable[None] | None:
+        """Admit one item into the batch, or park its rejection; what to await, if anything.
+
+        Returns None when nothing needs waiting for (the common case: no coroutine is made).
+        """
+        assert self._batcher is not None
+        msg = self._admit(item, index)
+        if isinstance(msg, Result):
+            return self._emit_rejected(msg)
+        if not self._batcher.offer(msg):
+            return self._batcher.put(msg)
+        return None
 
     def _admit(self, item: Message | Mapping[str, Any], index: int) -> Message | Result:
         """Check one input item: the message to send, or its REJECTED result."""
@@ -347,6 +363,11 @@ def _raw_id(item: object) -> str | None:
         if isinstance(tid, str) and tid:
             return tid
     return None
+
+
+def is_duplicate(result: Result) -> bool:
+    """Whether ``result`` is the rejection of a tracking id repeated within one call."""
+    return isinstance(result.error, ValidationError) and result.error.code == DUPLICATE_ID
 
 
 def _duplicate(tid: str) -> Result:

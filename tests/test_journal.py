@@ -182,13 +182,16 @@ async def test_batches_waiting_for_the_rate_limiter_are_not_marked_sent(tmp_path
 
     async with Sandbox() as sb:
         with Journal(str(tmp_path / "j.db")) as journal:
-            async with CascadeClient(
-                api_key="k",
-                base_url=sb.url,
-                batch_size=10,
-                max_in_flight=4,
-                rate_limit=RateLimit(requests_per_second=1, burst=1, headroom=0),
-            ) as c, journal.stream(c, job(100)) as results:
+            async with (
+                CascadeClient(
+                    api_key="k",
+                    base_url=sb.url,
+                    batch_size=10,
+                    max_in_flight=4,
+                    rate_limit=RateLimit(requests_per_second=1, burst=1, headroom=0),
+                ) as c,
+                journal.stream(c, job(100)) as results,
+            ):
                 async for _ in results:
                     break  # one batch went out; three more wait for the limiter
             assert journal.counts() == {"accepted": 10}
