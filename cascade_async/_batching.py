@@ -24,9 +24,6 @@ class Batcher(Generic[T]):
         self._changed = asyncio.Event()  # wakes the taker: first item, full batch, close
         self._taken = asyncio.Event()  # wakes a producer waiting on a full batch
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def offer(self, item: T) -> bool:
         """Add without waiting; False when the current batch is full (then ``await put``)."""
         items = self._items

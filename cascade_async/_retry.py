@@ -11,9 +11,8 @@ from ._errors import APIError, CascadeError, RateLimitError, TransportError
 
 __all__ = ["RetryPolicy"]
 
+# Every other status is final: 400, 401, 403, 404, 413, 415 and 422 say "never as it is".
 RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
-# Statuses that say "this request will never succeed as it is".
-NEVER_RETRY_STATUSES: Final = frozenset({400, 401, 403, 404, 413, 415, 422})
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
