@@ -6,18 +6,24 @@ from ._errors import (
     AuthenticationError,
     BadRequestError,
     CascadeError,
+    ClientClosedError,
+    EndpointError,
+    ErrorCode,
     ProtocolError,
     RateLimitError,
     ServerError,
+    TimeoutError,
     TransportError,
     ValidationError,
 )
 from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
+from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
 from ._models import Message, MessageType, Result, Route, Status
 from ._ratelimit import RateLimit
 from ._report import BulkReport
 from ._retry import RetryPolicy
+from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._version import __version__
@@ -26,13 +32,17 @@ __all__ = [
     "APIError",
     "AiohttpTransport",
     "AuthenticationError",
+    "BadLine",
     "BadRequestError",
     "BatchCompleted",
     "BatchSent",
     "BulkReport",
     "CascadeClient",
     "CascadeError",
+    "ClientClosedError",
     "DEFAULT_BASE_URL",
+    "EndpointError",
+    "ErrorCode",
     "Event",
     "EventHook",
     "Journal",
@@ -43,6 +53,7 @@ __all__ = [
     "RateLimit",
     "RateLimitError",
     "RawResponse",
+    "Recorder",
     "Result",
     "ResultStream",
     "RetryPolicy",
@@ -50,8 +61,12 @@ __all__ = [
     "Route",
     "ServerError",
     "Status",
+    "TimeoutError",
     "Transport",
     "TransportError",
     "ValidationError",
     "__version__",
+    "read_csv",
+    "read_json_array",
+    "read_jsonl",
 ]

@@ -1,38 +1,72 @@
-"""Filling batches: the one place that decides when a batch goes out.
+"""Filling batches: the one place that decides what a batch is and when it goes out.
 
-A batch goes out when it holds ``size`` items, or ``linger`` seconds after its first item
-arrived, or when the input is closed. The producer waits while a full batch has not been
-taken yet, which is what bounds the memory of a job: whoever takes batches (and waits for
-a free in-flight slot first) sets the pace.
+A batch goes out when it holds ``size`` items, when the next item would take its encoded
+body past ``max_bytes``, ``linger`` seconds after its first item arrived, or when the input
+is closed. Bytes are counted as items are added, as the Pub/Sub publisher does: each item
+comes with an upper bound of its encoded size (cheap), and only near the limit are the
+exact sizes measured (one encode of the items not measured yet). A single item too large
+for any batch never gets here: admission rejects it.
+
+The producer waits while a full batch has not been taken yet, which is what bounds the
+memory of a job: whoever takes batches (and waits for a free in-flight slot first) sets the
+pace.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from ._errors import ClientClosedError
 
 T = TypeVar("T")
 
 
 class Batcher(Generic[T]):
-    def __init__(self, size: int, linger: float) -> None:
+    def __init__(self, size: int, linger: float, max_bytes: int, measure: Callable[[Sequence[T]], int]) -> None:
         self._size = size
         self._linger = linger
+        self._max_bytes = max_bytes
+        self._measure = measure  # exact encoded length of a list of items
         self._items: list[T] = []
+        # The encoded body is "[" plus, per item, its size and a "," or "]": ``_exact`` counts
+        # that for items[:_measured], ``_bound`` an upper bound of it for the rest.
+        self._exact = 0
+        self._bound = 0
+        self._measured = 0
+        self._full = False
         self._first_at = 0.0
         self._closed = False
+        self._finished = False
+        self._waiting_puts = 0
         self._changed = asyncio.Event()  # wakes the taker: first item, full batch, close
-        self._taken = asyncio.Event()  # wakes a producer waiting on a full batch
+        self._taken = asyncio.Event()  # wakes producers waiting on a full batch
 
-    def offer(self, item: T) -> bool:
-        """Add without waiting; False when the current batch is full (then ``await put``)."""
+    def offer(self, item: T, nbytes: int) -> bool:
+        """Add without waiting; False when the current batch is full (then ``await put``).
+
+        ``nbytes`` is an upper bound of the item's encoded size.
+        """
         items = self._items
         n = len(items)
-        if n >= self._size:
+        if n >= self._size or self._full:
             return False
-        if self._closed:
-            raise RuntimeError("batcher is closed")
+        if self._finished:
+            raise ClientClosedError("no more messages are taken: the batcher is closed")
+        if n and 1 + self._exact + self._bound + nbytes + 1 > self._max_bytes:
+            # Near the limit: exact sizes for what was only estimated so far, and for the item.
+            if self._measured < n:
+                self._exact += self._measure(items[self._measured :]) - 1
+                self._bound = 0
+                self._measured = n
+            nbytes = self._measure([item]) - 2
+            if 1 + self._exact + nbytes + 1 > self._max_bytes:
+                self._full = True
+                self._changed.set()
+                return False
         items.append(item)
+        self._bound += nbytes + 1
         if n == 0:
             self._first_at = asyncio.get_running_loop().time()
             self._changed.set()
@@ -40,36 +74,46 @@ class Batcher(Generic[T]):
             self._changed.set()
         return True
 
-    async def put(self, item: T) -> None:
-        while not self.offer(item):
-            await self.wait_room()
-
-    def room(self) -> int:
-        """How many items the current batch still takes without waiting."""
-        return self._size - len(self._items)
-
-    def extend(self, items: list[T]) -> None:
-        """Add up to ``room()`` items at once (the bulk fast path)."""
-        if self._closed:
-            raise RuntimeError("batcher is closed")
-        before = len(self._items)
-        if before + len(items) > self._size:
-            raise ValueError("more items than room")
+    def extend(self, items: list[T], nbytes: int) -> bool:
+        """Add a whole chunk whose exact encoded length (as a list) is ``nbytes``, if it fits."""
+        n = len(self._items)
+        if n + len(items) > self._size or self._full or 1 + self._exact + self._bound + nbytes - 1 > self._max_bytes:
+            return False
+        if self._finished:
+            raise ClientClosedError("no more messages are taken: the batcher is closed")
+        if n == self._measured:
+            self._measured += len(items)
+            self._exact += nbytes - 1
+        else:
+            self._bound += nbytes - 1
         self._items += items
-        if before == 0:
+        if n == 0:
             self._first_at = asyncio.get_running_loop().time()
             self._changed.set()
         elif len(self._items) == self._size:
             self._changed.set()
+        return True
+
+    async def put(self, item: T, nbytes: int) -> None:
+        self._waiting_puts += 1
+        try:
+            while not self.offer(item, nbytes):
+                await self.wait_room()
+        finally:
+            self._waiting_puts -= 1
+
+    def room(self) -> int:
+        """How many items the current batch still takes by count."""
+        return 0 if self._full else self._size - len(self._items)
 
     async def wait_room(self) -> None:
         """Wait until the taker has taken the full current batch."""
-        if len(self._items) >= self._size:
+        if len(self._items) >= self._size or self._full:
             self._taken.clear()
             await self._taken.wait()
 
     def close(self) -> None:
-        """No more items: the taker drains what is left, then gets None."""
+        """No more producers: the taker drains what is left (and any waiting put), then gets None."""
         self._closed = True
         self._changed.set()
 
@@ -78,9 +122,10 @@ class Batcher(Generic[T]):
         loop = asyncio.get_running_loop()
         while True:
             n = len(self._items)
-            if n >= self._size or (n and self._closed):
+            if n >= self._size or self._full or (n and self._closed):
                 return self._pop()
-            if self._closed:
+            if self._closed and not self._waiting_puts:
+                self._finished = True
                 return None
             self._changed.clear()
             if not n:
@@ -97,11 +142,14 @@ class Batcher(Generic[T]):
                     return self._pop()
 
     def drain(self) -> list[T]:
-        """Whatever was never taken (for failing it clearly at shutdown)."""
+        """Whatever was never taken (for failing it clearly at shutdown); no more is accepted."""
+        self._finished = True
         return self._pop()
 
     def _pop(self) -> list[T]:
         batch = self._items
         self._items = []
+        self._exact = self._bound = self._measured = 0
+        self._full = False
         self._taken.set()
         return batch

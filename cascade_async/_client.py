@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import os
 import ssl as _ssl
 import time
+import weakref
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final
@@ -13,15 +16,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
+from ._admission import is_duplicate
 from ._coalesce import Coalescer
-from ._engine import BatchSender
-from ._errors import ValidationError
+from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._events import EventHook
-from ._models import Message, Result, Route, Status
+from ._models import Message, Result, Route
 from ._ratelimit import Limiter, RateLimit
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._stream import DUPLICATE_ID, MessageSource, Recorder, ResultStream, is_duplicate
+from ._sending import BatchSender, Recorder
+from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, Transport
 from ._version import __version__
 from ._wire import encode_batch
@@ -51,9 +55,14 @@ class CascadeClient:
     ``ssl`` (verification on; pass an ``SSLContext`` for a private CA), ``transport`` (the
     seam tests replace). Sending: ``batch_size`` (1-1000), ``max_batch_bytes``, ``linger``
     (partial batches from slow sources), ``max_in_flight``, ``rate_limit``, ``retry``,
-    ``isolate_bad_messages`` (split 400s to find the bad messages), ``dedupe`` (refuse repeated
-    ids within a call). Single sends: ``coalesce``, ``send_linger``, ``close_timeout``.
-    Observability: ``on_event``.
+    ``isolate_bad_messages`` (split a batch refused with 400/413/422 to find the bad messages,
+    with at most ``max_isolation_requests`` extra requests per batch), ``dedupe`` (refuse
+    repeated ids within a call). Single sends: ``coalesce``, ``send_linger``, ``send_timeout``
+    (a ``send()`` waits at most this long, then raises ``TimeoutError`` and its message is not
+    sent later), ``close_timeout``. Observability: ``on_event``.
+
+    Settings are fixed at construction (read-only attributes). After ``aclose()`` every
+    method raises ``ClientClosedError`` and no request leaves.
     """
 
     def __init__(
@@ -75,9 +84,11 @@ class CascadeClient:
         rate_limit: RateLimit | None = _DEFAULT_RATE_LIMIT,
         retry: RetryPolicy | None = _DEFAULT_RETRY,
         isolate_bad_messages: bool = True,
+        max_isolation_requests: int = 64,
         dedupe: bool = True,
         coalesce: bool = True,
         send_linger: float = 0.002,
+        send_timeout: float | None = 30.0,
         close_timeout: float = 10.0,
         on_event: EventHook | None = None,
         transport: Transport | None = None,
@@ -102,8 +113,8 @@ class CascadeClient:
             self._credentials.append(name)
         if not self._credentials:
             raise ValueError("no credentials: pass api_key (or set CASCADE_API_KEY), viber_token or telegram_key")
-        self.base_url = _check_base_url(base_url, allow_insecure)
-        self.route = Route(route)
+        self._base_url = _check_base_url(base_url, allow_insecure)
+        self._route = Route(route)
         if not 1 <= batch_size <= MAX_BATCH:
             raise ValueError(f"batch_size must be 1 to {MAX_BATCH}, got {batch_size}")
         if max_batch_bytes < 1024:
@@ -114,30 +125,75 @@ class CascadeClient:
             raise ValueError("send_linger must not be negative")
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
-        self.batch_size = batch_size
-        self.linger = linger
-        self.max_in_flight = max_in_flight
-        self.send_linger = send_linger
+        if send_timeout is not None and send_timeout <= 0:
+            raise ValueError("send_timeout must be positive (or None for no limit)")
+        if max_isolation_requests < 2:
+            raise ValueError("max_isolation_requests must be at least 2 (one split)")
+        self._batch_size = batch_size
+        self._max_batch_bytes = max_batch_bytes
+        self._linger = linger
+        self._max_in_flight = max_in_flight
+        self._send_linger = send_linger
+        self._send_timeout = send_timeout
         self._coalesce = coalesce
-        self.dedupe = dedupe
+        self._dedupe = dedupe
+        self._isolate = max_isolation_requests if isolate_bad_messages else 0
         self._coalescers: dict[Route, Coalescer] = {}
+        self._streams: weakref.WeakSet[ResultStream] = weakref.WeakSet()
         self._close_timeout = close_timeout
         self._hook = on_event
+        self._rate_limit = rate_limit
         limiter = Limiter(rate_limit, batch_size=batch_size) if rate_limit is not None else None
         self._transport: Transport = transport or AiohttpTransport(
             timeout=timeout, session=session, ssl=ssl, pool_size=max(100, max_in_flight)
         )
         self._sender = BatchSender(
             transport=self._transport,
-            base_url=self.base_url,
+            base_url=self._base_url,
             headers=headers,
             limiter=limiter,
             policy=retry or NO_RETRY,
-            isolate_bad_messages=isolate_bad_messages,
-            max_batch_bytes=max_batch_bytes,
             on_event=on_event,
         )
         self._closed = False
+
+    # --- settings: fixed at construction ----------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._base_url
+
+    @property
+    def route(self) -> Route:
+        return self._route
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @property
+    def max_batch_bytes(self) -> int:
+        return self._max_batch_bytes
+
+    @property
+    def linger(self) -> float:
+        return self._linger
+
+    @property
+    def max_in_flight(self) -> int:
+        return self._max_in_flight
+
+    @property
+    def send_linger(self) -> float:
+        return self._send_linger
+
+    @property
+    def send_timeout(self) -> float | None:
+        return self._send_timeout
+
+    @property
+    def dedupe(self) -> bool:
+        return self._dedupe
 
     def __repr__(self) -> str:
         # Names the credentials it holds, never their values.
@@ -155,17 +211,26 @@ class CascadeClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Flush queued ``send()`` calls, then close the connection pool (unless it was passed in).
+        """Stop everything the client runs, then close the connection pool (unless it was passed in).
 
-        Sends still pending after ``close_timeout`` seconds fail with a clear ``CascadeError``;
-        nothing is dropped silently. Safe to call twice.
+        Streams read no more input and start no new batch; queued ``send()`` calls are flushed.
+        Then nothing more leaves: batches in flight finish within ``close_timeout`` seconds or
+        end FAILED with their outcome unknown, each stream ends with ``ClientClosedError``
+        after the results already in flight, and sends still pending fail with it. Nothing is
+        dropped silently. Safe to call twice.
         """
         if self._closed:
             return
         self._closed = True
+        streams = list(self._streams)
+        for stream in streams:
+            await stream.stop_intake()
         coalescers, self._coalescers = list(self._coalescers.values()), {}
         for coalescer in coalescers:
             await coalescer.aclose(self._close_timeout)
+        self._sender.closed = True
+        if streams:
+            await asyncio.gather(*(s.close_for_client(self._close_timeout) for s in streams))
         await self._transport.aclose()
 
     @property
@@ -174,7 +239,11 @@ class CascadeClient:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this CascadeClient is closed")
+            raise ClientClosedError("this CascadeClient is closed")
+
+    def _started(self, stream: ResultStream) -> None:
+        self._ensure_open()
+        self._streams.add(stream)
 
     # --- sending --------------------------------------------------------------------
 
@@ -194,9 +263,27 @@ class CascadeClient:
             if not isinstance(m, Message):
                 raise TypeError(f"send_batch takes Message objects, not {type(m).__name__}")
             if m.id in ids:
-                raise ValidationError("appears twice in one batch", field="id", tracking_id=m.id, code=DUPLICATE_ID)
+                raise ValidationError(
+                    "appears twice in one batch", field="id", tracking_id=m.id, code=ErrorCode.DUPLICATE_ID
+                )
             ids.add(m.id)
-        return await self._sender.post(batch, encode_batch(batch), route or self.route, 1)
+        capacity = _message_capacity(self._rate_limit)
+        if capacity is not None and len(batch) > capacity:
+            raise ValidationError(
+                f"a batch of {len(batch)} messages can never pass the message bucket: "
+                f"RateLimit.message_burst is {capacity}; send at most that many at once",
+                field=None,
+                tracking_id=None,
+            )
+        body = encode_batch(batch)
+        if len(body) > self._max_batch_bytes:
+            raise ValidationError(
+                f"the batch encodes to {len(body)} bytes, above max_batch_bytes={self._max_batch_bytes}",
+                field=None,
+                tracking_id=None,
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+            )
+        return await self._sender.post(batch, body, route or self._route, 1)
 
     async def send(self, message: Message | Mapping[str, Any], *, route: Route | None = None) -> Result:
         """Send one message with the client's retries; return its ACCEPTED result or raise.
@@ -207,26 +294,27 @@ class CascadeClient:
         """
         self._ensure_open()
         msg = message if isinstance(message, Message) else Message.from_dict(message)
-        route = route or self.route
-        if self._coalesce:
-            coalescer = self._coalescers.get(route)
-            if coalescer is None:
-                coalescer = self._coalescers[route] = Coalescer(
-                    self._sender,
-                    route,
-                    batch_size=self.batch_size,
-                    linger=self.send_linger,
-                    max_in_flight=self.max_in_flight,
-                )
-            return await coalescer.send(msg)
-        (result,) = await self._sender.deliver([msg], route)
-        if result.status is not Status.ACCEPTED:
-            assert result.error is not None
-            raise result.error
-        return result
+        route = route or self._route
+        coalescer = self._coalescers.get(route)
+        if coalescer is None:
+            coalescer = self._coalescers[route] = Coalescer(
+                self._sender,
+                route,
+                batch_size=self._batch_size if self._coalesce else 1,
+                linger=self._send_linger if self._coalesce else 0.0,
+                max_in_flight=self._max_in_flight if self._coalesce else MAX_BATCH,
+                max_batch_bytes=self._max_batch_bytes,
+                isolate=self._isolate,
+            )
+        return await coalescer.send(msg, self._send_timeout)
 
     def stream(
-        self, messages: MessageSource, *, route: Route | None = None, dedupe: bool | None = None
+        self,
+        messages: MessageSource,
+        *,
+        route: Route | None = None,
+        dedupe: bool | None = None,
+        recorder: Recorder | None = None,
     ) -> ResultStream:
         """Send any number of messages; yields one ``Result`` per input message as batches complete.
 
@@ -235,40 +323,63 @@ class CascadeClient:
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.
-        Raises ``AuthenticationError`` at once on 401/403.
+        ``recorder`` is told of every batch before it leaves and of every result (the
+        ``Journal`` is one). Stops with ``AuthenticationError`` on 401/403 and
+        ``EndpointError`` on a wrong endpoint (3xx, 404, 405, 415): those messages stay unsettled.
         """
-        return self._open_stream(messages, route=route, dedupe=self.dedupe if dedupe is None else dedupe)
-
-    def _open_stream(
-        self, messages: MessageSource, *, route: Route | None, dedupe: bool, recorder: Recorder | None = None
-    ) -> ResultStream:
         self._ensure_open()
         return ResultStream(
             messages,
             sender=self._sender,
-            route=route or self.route,
-            batch_size=self.batch_size,
-            linger=self.linger,
-            max_in_flight=self.max_in_flight,
+            route=route or self._route,
+            batch_size=self._batch_size,
+            linger=self._linger,
+            max_in_flight=self._max_in_flight,
+            max_batch_bytes=self._max_batch_bytes,
             on_event=self._hook,
-            dedupe=dedupe,
+            dedupe=self._dedupe if dedupe is None else dedupe,
             recorder=recorder,
+            isolate=self._isolate,
+            on_start=self._started,
         )
 
-    async def send_many(self, messages: MessageSource, *, route: Route | None = None) -> BulkReport:
-        """Send everything and wait: a ``BulkReport`` keyed by tracking id, in input order."""
+    async def send_many(
+        self, messages: MessageSource, *, route: Route | None = None, recorder: Recorder | None = None
+    ) -> BulkReport:
+        """Send everything and wait: a ``BulkReport`` keyed by tracking id, in input order.
+
+        When the call stops early (the input failed, 401, a wrong endpoint, the client was
+        closed), the error raised carries what was settled so far as ``err.partial_report``.
+        """
         started = time.monotonic()
         duplicates: list[Result] = []
-        async with self.stream(messages, route=route, dedupe=True) as results:
-            by_id: dict[str, Result] = {}
-            async for result in results:
-                if is_duplicate(result):
-                    duplicates.append(result)
-                else:
-                    by_id[result.tracking_id] = result
-            # ``seen`` holds first occurrences in input order.
-            ordered = {tid: by_id[tid] for tid in results.seen}
-        return BulkReport(ordered, duplicates, time.monotonic() - started)
+        by_id: dict[str, Result] = {}
+        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder)
+
+        def report() -> BulkReport:
+            order = stream.first_occurrences or ()
+            ordered = {tid: by_id[tid] for tid in order if tid in by_id}
+            return BulkReport(ordered, duplicates, time.monotonic() - started)
+
+        try:
+            async with stream:
+                async for batch in stream.batches():
+                    for result in batch:
+                        if is_duplicate(result):
+                            duplicates.append(result)
+                        else:
+                            by_id[result.tracking_id] = result
+        except Exception as exc:
+            with contextlib.suppress(AttributeError):  # an input's own exception may refuse attributes
+                exc.partial_report = report()  # type: ignore[attr-defined]
+            raise
+        return report()
+
+
+def _message_capacity(config: RateLimit | None) -> int | None:
+    if config is None or config.messages_per_second is None:
+        return None
+    return config.message_burst or max(1, round(config.messages_per_second))
 
 
 def _check_credential(name: str, value: str) -> None:

@@ -3,41 +3,104 @@
 Web handlers send one message per request, often hundreds at once. The provider counts
 requests, not messages, so concurrent single sends share batches: a batch goes out when it
 is full or ``send_linger`` seconds after its first message. Each caller still gets its own
-result or its own exception; a caller cancelled before its batch goes out is left out of it.
+result or its own exception. A caller that gave up (cancelled, or past ``send_timeout``) is
+left out of every later attempt, so nothing is sent behind its back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
+from collections.abc import Sequence
 
+from ._admission import size_bound
 from ._batching import Batcher
-from ._engine import BatchSender
-from ._errors import AuthenticationError, CascadeError
+from ._errors import CascadeError, ClientClosedError, ErrorCode, TimeoutError, ValidationError
 from ._models import Message, Result, Route, Status
+from ._sending import BatchSender, Failed, StopCall, repeat_rounds
+from ._wire import encode_batch
 
 logger = logging.getLogger("cascade_async")
 
-_Waiter = tuple[Message, "asyncio.Future[Result]"]
+
+class _Waiter:
+    __slots__ = ("future", "message", "sent")
+
+    def __init__(self, message: Message, future: asyncio.Future[Result]) -> None:
+        self.message = message
+        self.future = future
+        self.sent = False  # a request with it may have left
+
+
+def _measure(waiters: Sequence[_Waiter]) -> int:
+    return len(encode_batch([w.message for w in waiters]))
+
+
+class _Marks:
+    """A recorder that notes, per caller, whether a request with its message may have left."""
+
+    def __init__(self, waiters: list[_Waiter]) -> None:
+        self.waiters = waiters
+
+    def dispatched(self, batch: Sequence[Message]) -> None:
+        for w in self.waiters:
+            w.sent = True
+
+    def not_sent(self, batch: Sequence[Message]) -> None:
+        for w in self.waiters:
+            w.sent = False
+
+    def completed(self, results: Sequence[Result]) -> None:
+        pass
 
 
 class Coalescer:
     def __init__(
-        self, sender: BatchSender, route: Route, *, batch_size: int, linger: float, max_in_flight: int
+        self,
+        sender: BatchSender,
+        route: Route,
+        *,
+        batch_size: int,
+        linger: float,
+        max_in_flight: int,
+        max_batch_bytes: int,
+        isolate: int,
     ) -> None:
         self._sender = sender
         self._route = route
-        self._batcher: Batcher[_Waiter] = Batcher(batch_size, linger)
+        self._isolate = isolate
+        self._max_message = max_batch_bytes - 2
+        self._batcher: Batcher[_Waiter] = Batcher(batch_size, linger, max_batch_bytes, _measure)
         self._slots = asyncio.Semaphore(max_in_flight)
         self._batches: set[asyncio.Task[None]] = set()
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
-    async def send(self, message: Message) -> Result:
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        item = (message, future)
-        if not self._batcher.offer(item):
-            await self._batcher.put(item)
-        return await future
+    async def send(self, message: Message, limit: float | None) -> Result:
+        size = size_bound(message)
+        if size > self._max_message and len(encode_batch([message])) - 2 > self._max_message:
+            raise ValidationError(
+                f"encodes above max_batch_bytes={self._max_message + 2}",
+                field=None,
+                tracking_id=message.id,
+                code=ErrorCode.MESSAGE_TOO_LARGE,
+            )
+        waiter = _Waiter(message, asyncio.get_running_loop().create_future())
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                if not self._batcher.offer(waiter, size):
+                    await self._batcher.put(waiter, size)
+                return await waiter.future
+        except builtins.TimeoutError as exc:
+            if not deadline.expired():
+                raise  # the send's own failure, a cascade_async.TimeoutError
+            waiter.future.cancel()
+            raise TimeoutError(
+                f"no answer within send_timeout={limit:g}s; it will not be sent later",
+                tracking_id=message.id,
+                outcome_unknown=waiter.sent,
+            ) from exc
 
     async def _dispatch(self) -> None:
         while True:
@@ -53,44 +116,64 @@ class Coalescer:
     async def _run(self, waiters: list[_Waiter]) -> None:
         try:
             # Callers who gave up before their batch left are not sent.
-            live = [w for w in waiters if not w[1].done()]
-            if live:
-                await self._deliver(live)
+            live = [w for w in waiters if not w.future.done()]
+            # Two callers may send the same tracking id: one request holds an id once.
+            for indices in repeat_rounds([w.message for w in live]):
+                await self._deliver([live[i] for i in indices])
         except asyncio.CancelledError:
-            for _, future in waiters:
-                if not future.done():
-                    future.set_exception(
-                        CascadeError("the client was closed while this message was being sent", outcome_unknown=True)
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(
+                        ClientClosedError(
+                            "the client was closed while this message was being sent",
+                            tracking_id=w.message.id,
+                            outcome_unknown=w.sent,
+                        )
                     )
             raise
+        except Exception as exc:  # a bug must not leave callers waiting forever
+            logger.exception("internal error while sending a coalesced batch")
+            for w in waiters:
+                if not w.future.done():
+                    w.future.set_exception(
+                        CascadeError(f"internal error: {exc!r}", tracking_id=w.message.id, outcome_unknown=True)
+                    )
         finally:
             self._slots.release()
 
     async def _deliver(self, waiters: list[_Waiter]) -> None:
+        marks = _Marks(waiters)
+
+        def prune() -> list[Message]:
+            marks.waiters = [w for w in marks.waiters if not w.future.done()]
+            return [w.message for w in marks.waiters]
+
+        batch = [w.message for w in waiters]
         try:
-            # Two callers may send the same tracking id; each gets its own send.
-            results = await self._sender.deliver_repeats([m for m, _ in waiters], self._route)
-        except AuthenticationError as exc:
-            for _, future in waiters:
-                if not future.done():
-                    future.set_exception(exc)
+            got = await self._sender.send(batch, self._route, marks, prune=prune)
+            live = marks.waiters
+            if isinstance(got, Failed):
+                batch = [w.message for w in live]
+                if self._isolate and len(batch) > 1 and got.splittable:
+                    from ._isolate import isolate_bad_messages
+
+                    got = await isolate_bad_messages(self._sender, batch, self._route, None, got, cap=self._isolate)
+                else:
+                    got = got.results(batch)
+        except StopCall as stop:
+            err = stop.error
+            for w in marks.waiters:
+                if not w.future.done():
+                    w.future.set_exception(err.for_message(w.message.id) if isinstance(err, CascadeError) else err)
             return
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug must not leave callers waiting forever
-            logger.exception("internal error while sending a coalesced batch")
-            for _, future in waiters:
-                if not future.done():
-                    future.set_exception(CascadeError(f"internal error: {exc!r}", outcome_unknown=True))
-            return
-        for (_, future), result in zip(waiters, results, strict=True):
-            if future.done():
+        for w, result in zip(live, got, strict=True):
+            if w.future.done():
                 continue
             if result.status is Status.ACCEPTED:
-                future.set_result(result)
+                w.future.set_result(result)
             else:
                 assert result.error is not None
-                future.set_exception(result.error)
+                w.future.set_exception(result.error)
 
     async def aclose(self, deadline: float) -> None:
         """Send what is queued; after ``deadline`` seconds fail whatever is left, clearly."""
@@ -100,7 +183,7 @@ class Coalescer:
                 await self._dispatcher
                 while self._batches:
                     await asyncio.gather(*self._batches)
-        except TimeoutError:
+        except builtins.TimeoutError:
             logger.error("client closed with sends still pending after %.1fs; failing them", deadline)
         finally:
             self._dispatcher.cancel()
@@ -108,6 +191,10 @@ class Coalescer:
                 task.cancel()
             pending = [self._dispatcher, *self._batches]
             await asyncio.gather(*pending, return_exceptions=True)
-            for _, future in self._batcher.drain():
-                if not future.done():
-                    future.set_exception(CascadeError("the client was closed before this message was sent"))
+            for w in self._batcher.drain():
+                if not w.future.done():
+                    w.future.set_exception(
+                        ClientClosedError(
+                            "the client was closed before this message was sent", tracking_id=w.message.id
+                        )
+                    )

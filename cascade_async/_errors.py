@@ -4,25 +4,33 @@ The tree::
 
     CascadeError
     ├── ValidationError          (also ValueError) a message refused before sending
-    ├── APIError                 the API answered with a non-200 status
-    │   ├── BadRequestError      400, 422 (and other permanent 4xx: 404, 413, 415)
-    │   ├── AuthenticationError  401, 403
+    ├── APIError                 the API answered with a status that is not a success
+    │   ├── BadRequestError      400, 413, 422 and other permanent 4xx
+    │   ├── AuthenticationError  401, 403: stops the whole call
+    │   ├── EndpointError        3xx, 404, 405, 415: a wrong base URL or a proxy; stops the call
     │   ├── RateLimitError       429, with ``retry_after``
-    │   └── ServerError          5xx
-    ├── TransportError           connection failures and timeouts
-    └── ProtocolError            a 200 whose body is not the documented shape
+    │   └── ServerError          5xx (and 408)
+    ├── TransportError           connection failures
+    │   └── TimeoutError         (also builtins.TimeoutError) no answer in time
+    ├── ProtocolError            a 2xx whose body is not the documented shape
+    └── ClientClosedError        (also RuntimeError) the client or stream was closed
 
 ``outcome_unknown`` is true when the request may have reached the provider and been
-accepted although no confirmation came back (a lost response, a malformed 200): such
-messages must not be reported delivered, nor silently treated as never sent.
+accepted although no confirmation came back (a lost response, a malformed 200, a gateway
+timeout): such messages must not be reported delivered, nor silently treated as never sent.
+
+How each HTTP status is read lives here too, in one table (``classify``): the engine, the
+journal and the tests all ask it.
 """
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import email.utils
+import enum
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final, Self
 
 import msgspec
 
@@ -31,12 +39,29 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "CascadeError",
+    "ClientClosedError",
+    "EndpointError",
+    "ErrorCode",
     "ProtocolError",
     "RateLimitError",
     "ServerError",
+    "TimeoutError",
     "TransportError",
     "ValidationError",
 ]
+
+
+class ErrorCode(enum.StrEnum):
+    """Codes the client itself gives. Codes from the provider stay open strings."""
+
+    DUPLICATE_ID = "DUPLICATE_ID"  # the id was already used in this call (or job)
+    MESSAGE_TOO_LARGE = "MESSAGE_TOO_LARGE"  # one message encodes above max_batch_bytes
+    INVALID_FIELD = "INVALID_FIELD"  # a field breaks the contract
+    UNPARSEABLE = "UNPARSEABLE"  # an input line or row could not be read at all
+    NOT_ISOLATED = "NOT_ISOLATED"  # a 400 batch whose bad messages were not found within the cap
+    CONTENT_CHANGED = "CONTENT_CHANGED"  # a resumed job holds the id with other content
+    MISSING_VARIABLE = "MISSING_VARIABLE"  # a template field has no value for this recipient
+
 
 # How much of a raw error body is kept on the exception (bodies can be HTML pages).
 _MAX_KEPT_BODY = 4096
@@ -63,6 +88,17 @@ class CascadeError(Exception):
     def _describe(self) -> str:
         return self.message
 
+    def for_message(self, tracking_id: str) -> Self:
+        """A copy of this error for one message of a batch: each Result owns its exception,
+        so raising it in one caller never changes what another caller sees."""
+        clone = type(self).__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        clone.tracking_id = tracking_id
+        clone.__cause__ = self.__cause__
+        clone.__suppress_context__ = True
+        return clone
+
     def __str__(self) -> str:
         text = self._describe()
         if self.outcome_unknown:
@@ -76,14 +112,23 @@ class ValidationError(CascadeError, ValueError):
     """A message was refused on the client side; nothing was sent for it."""
 
     def __init__(
-        self, message: str, *, field: str | None, tracking_id: str | None, code: str = "INVALID_FIELD"
+        self,
+        message: str,
+        *,
+        field: str | None,
+        tracking_id: str | None,
+        code: str = ErrorCode.INVALID_FIELD,
+        line: int | None = None,
     ) -> None:
         head = f"{field}: {message}" if field else message
         if tracking_id is not None:
             head = f"message {tracking_id!r}: {head}"
+        if line is not None:
+            head = f"line {line}: {head}"
         super().__init__(head, tracking_id=tracking_id)
         self.field = field
         self.problem = message
+        self.line = line
         self._code = code
 
     @property
@@ -92,7 +137,7 @@ class ValidationError(CascadeError, ValueError):
 
 
 class APIError(CascadeError):
-    """The API answered with a status other than 200."""
+    """The API answered with a status that is not a success."""
 
     def __init__(
         self,
@@ -128,7 +173,12 @@ class APIError(CascadeError):
 
 
 class BadRequestError(APIError):
-    """The request was refused as invalid (400, 422 and other permanent 4xx): never retried."""
+    """The request was refused as invalid (400, 413, 422 and other permanent 4xx): never retried."""
+
+
+class EndpointError(APIError):
+    """The endpoint is not the API: a redirect, 404, 405 or 415, as from a wrong base URL or a
+    proxy. It says nothing about the messages, so they stay unsettled and the call stops."""
 
 
 class AuthenticationError(APIError):
@@ -144,15 +194,60 @@ class RateLimitError(APIError):
 
 
 class ServerError(APIError):
-    """The provider failed (5xx). Retried with backoff."""
+    """The provider failed (5xx, or 408). Retried with backoff when ``classify`` says so."""
 
 
 class TransportError(CascadeError):
     """The request did not complete: connection refused or reset, or a timeout."""
 
 
+class TimeoutError(TransportError, builtins.TimeoutError):
+    """No complete answer in time (the request may have arrived: ``outcome_unknown``), or a
+    ``send()`` that outlived ``send_timeout``."""
+
+
 class ProtocolError(CascadeError):
-    """A 200 answer that is not the documented shape, or that misses a request's tracking id."""
+    """A 2xx answer that is not the documented shape, or that misses a request's tracking id."""
+
+
+class ClientClosedError(CascadeError, RuntimeError):
+    """The client (or the stream) was closed: nothing more is sent through it."""
+
+
+# --- how each status is read: the one table ---------------------------------------------
+
+
+class Verdict(enum.Enum):
+    OK = "ok"  # a success: read the acknowledgements
+    RETRY = "retry"  # not processed for certain: safe to send again
+    UNKNOWN = "unknown"  # may have been processed (a gateway gave up waiting): retried only if asked
+    SPLIT = "split"  # some message is invalid: isolate it
+    REJECT = "reject"  # permanent for these messages
+    STOP = "stop"  # about the endpoint or the credentials, not the messages: stop the call
+
+
+#: Redirects (never followed), and answers that mean "this URL is not the API".
+ENDPOINT_STATUSES: Final = frozenset({*range(300, 400), 404, 405, 415})
+AUTH_STATUSES: Final = frozenset({401, 403})
+SPLIT_STATUSES: Final = frozenset({400, 413, 422})
+#: Refused or failed before the origin processed anything: 521-523 are a CDN that never reached it.
+RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 521, 522, 523})
+#: A gateway that gave up after the origin may have got the request.
+UNKNOWN_STATUSES: Final = frozenset({504, 520, 524})
+
+
+def classify(status: int) -> Verdict:
+    if 200 <= status < 300:
+        return Verdict.OK
+    if status in RETRY_STATUSES:
+        return Verdict.RETRY
+    if status in UNKNOWN_STATUSES:
+        return Verdict.UNKNOWN
+    if status in SPLIT_STATUSES:
+        return Verdict.SPLIT
+    if status in AUTH_STATUSES or status in ENDPOINT_STATUSES or status < 200:
+        return Verdict.STOP
+    return Verdict.REJECT
 
 
 # --- parsing error answers ---------------------------------------------------------------
@@ -232,11 +327,17 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
         "body": _text(body),
         "route": route,
     }
+    if status in UNKNOWN_STATUSES:
+        kwargs["outcome_unknown"] = True
     if status == 429:
         return RateLimitError(message, retry_after=parse_retry_after(headers.get("Retry-After")), **kwargs)
-    if status in (401, 403):
+    if status in AUTH_STATUSES:
         return AuthenticationError(message, **kwargs)
-    if status >= 500:
+    if status in ENDPOINT_STATUSES or status < 200:
+        if 300 <= status < 400 and headers.get("Location"):
+            message += f" (redirected to {headers['Location']}; check base_url)"
+        return EndpointError(message, **kwargs)
+    if status >= 500 or status == 408:
         return ServerError(message, **kwargs)
     if 400 <= status < 500:
         return BadRequestError(message, **kwargs)

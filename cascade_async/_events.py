@@ -17,6 +17,7 @@ from typing import Protocol
 
 import msgspec
 
+from ._errors import CascadeError
 from ._models import Result, Route
 
 __all__ = ["BatchCompleted", "BatchSent", "Event", "EventHook", "RetryScheduled"]
@@ -32,7 +33,7 @@ class BatchSent(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     status: int | None  # the HTTP status; None when no answer came back
     elapsed: float  # seconds, the request alone (rate-limit waits excluded)
-    error: str | None = None
+    error: CascadeError | None = None  # what the attempt failed with, when no answer came back
 
 
 class RetryScheduled(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,7 +43,11 @@ class RetryScheduled(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     attempt: int  # the attempt that failed
     delay: float
-    reason: str
+    error: CascadeError  # what the attempt failed with
+
+    @property
+    def reason(self) -> str:
+        return str(self.error)
 
 
 class BatchCompleted(msgspec.Struct, frozen=True, kw_only=True):

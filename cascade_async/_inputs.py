@@ -10,15 +10,16 @@ import asyncio
 import csv
 import io
 import json
+import os
 from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any, Final
 
 import msgspec
 
-from ._errors import ValidationError
+from ._errors import ErrorCode, ValidationError
 from ._models import Message
 
-__all__ = ["BadLine", "detect_format", "read_messages"]
+__all__ = ["BadLine", "detect_format", "read_csv", "read_json_array", "read_jsonl", "read_messages"]
 
 FORMATS: Final = ("jsonl", "json", "csv")
 _CHUNK_LINES = 2000
@@ -29,7 +30,11 @@ _INT_FIELDS = frozenset({"ttl"})
 
 
 class BadLine(msgspec.Struct, frozen=True):
-    """An input item that could not become a message: where it was and why."""
+    """An input item that could not become a message: where it was and why.
+
+    ``client.stream()`` takes it as it is: it becomes a REJECTED result whose error names
+    the line.
+    """
 
     line: int
     error: ValidationError
@@ -51,7 +56,7 @@ def _bad(line: int, exc: Exception, tracking_id: str | None = None) -> BadLine:
     if isinstance(exc, ValidationError):
         err = exc
     else:
-        err = ValidationError(f"line {line}: {exc}", field=None, tracking_id=tracking_id, code="UNPARSEABLE")
+        err = ValidationError(str(exc), field=None, tracking_id=tracking_id, code=ErrorCode.UNPARSEABLE, line=line)
     return BadLine(line, err)
 
 
@@ -212,3 +217,37 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
             yield Message.from_dict(obj)
         except ValidationError as exc:
             yield BadLine(item_line, exc)
+
+
+Source = str | os.PathLike[str] | IO[bytes]
+
+
+def read_jsonl(source: Source) -> AsyncIterator[Message | BadLine]:
+    """Every line of a JSONL file (a path, or a binary stream) as a Message or a BadLine.
+
+    >>> report = await client.send_many(read_jsonl("messages.jsonl"))
+    """
+    return _read(source, "jsonl")
+
+
+def read_csv(source: Source) -> AsyncIterator[Message | BadLine]:
+    """Every row of a CSV file with wire-form column names, as a Message or a BadLine."""
+    return _read(source, "csv")
+
+
+def read_json_array(source: Source) -> AsyncIterator[Message | BadLine]:
+    """Every object of a file holding one JSON array, read incrementally."""
+    return _read(source, "json")
+
+
+async def _read(source: Source, fmt: str) -> AsyncIterator[Message | BadLine]:
+    if isinstance(source, str | os.PathLike):
+        stream = await asyncio.to_thread(open, source, "rb")
+        try:
+            async for item in read_messages(stream, fmt):
+                yield item
+        finally:
+            stream.close()
+    else:
+        async for item in read_messages(source, fmt):
+            yield item

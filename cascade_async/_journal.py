@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+from ._admission import is_duplicate
 from ._models import Message, Result, Route
-from ._stream import MessageSource, ResultStream, is_duplicate
+from ._stream import MessageSource, ResultStream
 
 if TYPE_CHECKING:
     from ._client import CascadeClient
@@ -112,7 +113,7 @@ class Journal:
         """
         self.skipped_done = self.skipped_unknown = 0
         source = self._remaining(messages, resend_unknown)
-        return client._open_stream(source, route=route, dedupe=True, recorder=self)
+        return client.stream(source, route=route, dedupe=True, recorder=self)
 
     async def _remaining(
         self, messages: MessageSource, resend_unknown: bool
@@ -139,6 +140,13 @@ class Journal:
         now = time.time()
         with self._transaction():
             self._db.executemany(_PENDING, [(m.id, now) for m in batch])
+
+    def not_sent(self, batch: Sequence[Message]) -> None:
+        # Certainly not delivered (refused, 429, a certain 5xx): resendable after a kill.
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM outcomes WHERE tracking_id = ? AND status = 'pending'", [(m.id,) for m in batch]
+            )
 
     def completed(self, results: Sequence[Result]) -> None:
         now = time.time()

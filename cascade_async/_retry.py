@@ -1,18 +1,25 @@
-"""When to retry a batch and how long to wait: small pure functions and a retry budget."""
+"""When to retry a batch and how long to wait: small pure functions, a retry budget, and the
+tenacity objects built from them.
+
+The loop itself is tenacity's ``AsyncRetrying``, used as documented; everything it asks
+("retry this?", "how long?", "stop now?") is answered by a named function below.
+"""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
+import tenacity
 
-from ._errors import APIError, CascadeError, RateLimitError, TransportError
+from ._errors import APIError, RateLimitError, TimeoutError, TransportError, Verdict, classify
 
 __all__ = ["RetryPolicy"]
 
-# Every other status is final: 400, 401, 403, 404, 413, 415 and 422 say "never as it is".
-RETRY_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
+#: 2 ** 60 seconds is far past any cap: the exponent stops growing there (no float overflow).
+_MAX_EXPONENT: Final = 60
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -20,14 +27,14 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 
     Defaults: 4 attempts in all; waits drawn from [0, 1 s], [0, 2 s], [0, 4 s] … each capped
     at ``max_wait``; ``Retry-After`` taken as given up to ``max_retry_after``; and no new
-    attempt once ``deadline`` seconds have passed since the batch's first attempt.
+    attempt once ``deadline`` seconds have passed since the batch's first attempt began.
 
     ``retry_ambiguous``: a failure after the request went out (a read timeout, a connection
-    reset mid-request or mid-answer) leaves the outcome unknown: the provider may have taken
-    the batch, and it does not promise to de-duplicate ids, so a retry may deliver twice. By
-    default such messages end FAILED with ``outcome_unknown`` set, for the caller to resend
-    knowingly (the journal's ``resend_unknown``); ``True`` retries them (at-least-once).
-    Failures before anything was sent (connection refused, connect timeout) are always retried.
+    reset mid-request or mid-answer, a gateway's 504) leaves the outcome unknown: the provider
+    may have taken the batch, and it does not promise to de-duplicate ids, so a retry may
+    deliver twice. By default such messages end FAILED with ``outcome_unknown`` set, for the
+    caller to resend knowingly; ``True`` retries them (at-least-once). Failures before anything
+    was processed (connection refused, 429, 500, 502, 503) are always retried.
 
     The retry budget (a bucket of ``budget`` tokens; a retry costs ``retry_cost``, a retry
     after a timeout ``timeout_cost``; each success puts ``success_refund`` back) keeps a
@@ -65,14 +72,15 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
 NO_RETRY: Final = RetryPolicy(max_attempts=1)
 
 
-def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
-    """Transient failures: 429, 5xx from the retry list, connection errors and timeouts.
+def should_retry(exc: BaseException, policy: RetryPolicy) -> bool:
+    """Transient failures: the statuses ``classify`` calls RETRY, and connection failures.
 
-    A transport failure whose outcome is unknown only with ``policy.retry_ambiguous``; a
-    broken 200 never (the batch was taken: resending would deliver twice).
+    A failure whose outcome is unknown (a read timeout, a reset after sending, a 504) only
+    with ``policy.retry_ambiguous``; a broken 2xx never (the batch was taken).
     """
     if isinstance(exc, APIError):
-        return exc.status in RETRY_STATUSES
+        verdict = classify(exc.status)
+        return verdict is Verdict.RETRY or (verdict is Verdict.UNKNOWN and policy.retry_ambiguous)
     if isinstance(exc, TransportError):
         return policy.retry_ambiguous or not exc.outcome_unknown
     return False
@@ -80,15 +88,29 @@ def is_retryable(exc: BaseException, policy: RetryPolicy) -> bool:
 
 def backoff(policy: RetryPolicy, retry_number: int, rng: random.Random) -> float:
     """Full jitter: uniform in [0, min(max_wait, initial_wait * 2 ** (retry_number - 1))]."""
-    ceiling = min(policy.max_wait, policy.initial_wait * 2 ** (retry_number - 1))
+    exponent = min(max(retry_number - 1, 0), _MAX_EXPONENT)
+    ceiling = min(policy.max_wait, policy.initial_wait * 2.0**exponent)
     return rng.uniform(0.0, ceiling)
 
 
-def wait_before_retry(policy: RetryPolicy, exc: CascadeError, retry_number: int, rng: random.Random) -> float:
+def wait_before_retry(policy: RetryPolicy, exc: BaseException | None, retry_number: int, rng: random.Random) -> float:
     """The server's ``Retry-After`` when it gave one (capped), else the jittered backoff."""
     if isinstance(exc, RateLimitError) and exc.retry_after is not None:
         return min(exc.retry_after, policy.max_retry_after)
     return backoff(policy, retry_number, rng)
+
+
+def stop_reason(policy: RetryPolicy, attempts: int, elapsed: float, upcoming_sleep: float) -> str | None:
+    """Why no further attempt may start, or None. ``elapsed`` counts from the first attempt."""
+    if attempts >= policy.max_attempts:
+        return f"gave up after {attempts} attempts"
+    if elapsed + upcoming_sleep > policy.deadline:
+        return f"the batch deadline of {policy.deadline:g}s would pass"
+    return None
+
+
+def is_timeout(exc: BaseException) -> bool:
+    return isinstance(exc, TimeoutError)
 
 
 class RetryBudget:
@@ -102,8 +124,8 @@ class RetryBudget:
     def tokens(self) -> float:
         return self._tokens
 
-    def try_spend(self, exc: CascadeError) -> bool:
-        cost = self._policy.timeout_cost if _is_timeout(exc) else self._policy.retry_cost
+    def try_spend(self, exc: BaseException) -> bool:
+        cost = self._policy.timeout_cost if is_timeout(exc) else self._policy.retry_cost
         if cost > self._tokens:
             return False
         self._tokens -= cost
@@ -113,5 +135,47 @@ class RetryBudget:
         self._tokens = min(self._policy.budget, self._tokens + self._policy.success_refund)
 
 
-def _is_timeout(exc: CascadeError) -> bool:
-    return isinstance(exc, TransportError) and isinstance(exc.__cause__, TimeoutError)
+# --- the tenacity objects -------------------------------------------------------------------
+
+
+class Wait(tenacity.wait.wait_base):
+    """tenacity's ``wait``: ``wait_before_retry`` on the failed attempt's exception."""
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
+        self._policy = policy
+        self._rng = rng
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return wait_before_retry(self._policy, _failure(retry_state), retry_state.attempt_number, self._rng)
+
+
+class Stop(tenacity.stop.stop_base):
+    """tenacity's ``stop``: the policy's limits, then the budget.
+
+    The budget is spent here and only here, once every other limit allows the retry, and
+    ``reason`` keeps why the loop stopped for the batch's results.
+    """
+
+    def __init__(self, policy: RetryPolicy, budget: RetryBudget, now: Callable[[], float]) -> None:
+        self._policy = policy
+        self._budget = budget
+        self._now = now
+        self._started = now()
+        self.reason: str | None = None
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        elapsed = self._now() - self._started
+        reason = stop_reason(self._policy, retry_state.attempt_number, elapsed, retry_state.upcoming_sleep)
+        failure = _failure(retry_state)
+        if reason is None and failure is not None and not self._budget.try_spend(failure):
+            reason = "retry budget exhausted (too many recent failures)"
+        self.reason = reason
+        return reason is not None
+
+
+def _failure(retry_state: tenacity.RetryCallState) -> BaseException | None:
+    return None if retry_state.outcome is None else retry_state.outcome.exception()
+
+
+def retry_on(policy: RetryPolicy) -> tenacity.retry_base:
+    return tenacity.retry_if_exception(lambda exc: should_retry(exc, policy))

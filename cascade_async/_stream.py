@@ -1,10 +1,14 @@
-"""One bulk job: pull input lazily, batch it, send batches concurrently, yield results.
+"""One bulk job: pull input lazily, admit it, batch it, send batches concurrently, hand out results.
 
-Three kinds of task cooperate, all owned by the job and cancelled together:
-the reader (pulls input, checks and de-duplicates it, fills the batcher), the dispatcher
-(takes a batch whenever an in-flight slot is free and starts a batch task), and one task
-per batch in flight. A slot is held from dispatch until the consumer has taken the batch's
-results, so a consumer that stops reading stops the engine reading input.
+Three kinds of task cooperate, all owned by the job and cancelled together: the reader
+(pulls input, admits it, fills the batcher), the dispatcher (takes a batch whenever an
+in-flight slot is free and starts a batch task), and one task per batch in flight. A slot
+is held from dispatch until the consumer has taken the batch's results, so a consumer that
+stops reading stops the engine reading input.
+
+Rejected inputs never hold a slot: they are grouped and queued for the consumer at once, so
+they cost no request and cannot starve or deadlock the dispatcher. Their backlog is bounded
+separately (the reader waits when the consumer lags by more than ``max_in_flight`` batches).
 """
 
 from __future__ import annotations
@@ -16,26 +20,29 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
-    Awaitable,
+    Callable,
+    Coroutine,
     Iterable,
     Iterator,
     Mapping,
-    Sequence,
 )
 from types import TracebackType
-from typing import Any, Final, Protocol
+from typing import Any
 
+from ._admission import Admission, size_bound
 from ._batching import Batcher
-from ._engine import BatchSender
-from ._errors import AuthenticationError, CascadeError, ValidationError
+from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
+from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
+from ._sending import BatchSender, Recorder, StopCall
+from ._wire import encode_batch
 
 __all__ = ["MessageSource", "ResultStream"]
 
 logger = logging.getLogger("cascade_async")
 
-MessageSource = Iterable[Message | Mapping[str, Any]] | AsyncIterable[Message | Mapping[str, Any]]
+MessageSource = Iterable[Message | Mapping[str, Any] | BadLine] | AsyncIterable[Message | Mapping[str, Any] | BadLine]
 
 
 class _End:
@@ -45,26 +52,12 @@ class _End:
         self.error = error
 
 
-_Item = list[Result] | _End
-
-DUPLICATE_ID: Final = "DUPLICATE_ID"
-
-
-class _RecorderFailed(Exception):
-    """The recorder could not note a batch about to be sent (``cause`` says why)."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
+#: A queued group of results, and whether it holds an in-flight slot (a batch does; rejections don't).
+_Item = tuple[list[Result], bool] | _End
 
 
-class Recorder(Protocol):
-    """Told of each batch just before its first request leaves and of every result as it
-    arrives (the journal)."""
-
-    def dispatched(self, batch: Sequence[Message]) -> None: ...
-
-    def completed(self, results: Sequence[Result]) -> None: ...
+def _measure(items: Any) -> int:
+    return len(encode_batch(items))
 
 
 class ResultStream:
@@ -74,8 +67,11 @@ class ResultStream:
     ...     async for result in results:
     ...         print(result.tracking_id, result.status)
 
-    ``async for r in client.stream(...)`` works on its own too; leaving the loop early
-    cancels in-flight requests (use ``async with`` to make that happen at a known point).
+    ``results.batches()`` yields lists instead: one per request, or per group of rejected
+    inputs (cheaper when nothing needs a per-message hand-off). A stream is iterated once,
+    one way. Leaving the loop early cancels in-flight requests (``async with`` makes that
+    happen at a known point). Closing the client ends the stream: results already in flight
+    come out, then ``ClientClosedError``.
     """
 
     def __init__(
@@ -87,9 +83,12 @@ class ResultStream:
         batch_size: int,
         linger: float,
         max_in_flight: int,
+        max_batch_bytes: int,
         on_event: EventHook | None,
         dedupe: bool = True,
         recorder: Recorder | None = None,
+        isolate: int = 0,
+        on_start: Callable[[ResultStream], None] | None = None,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -97,27 +96,42 @@ class ResultStream:
         self._batch_size = batch_size
         self._linger = linger
         self._max_in_flight = max_in_flight
+        self._max_batch_bytes = max_batch_bytes
         self._hook = on_event
-        self._dedupe = dedupe
         self._recorder = recorder
-        #: First-occurrence tracking ids in input order (dict: ordered, O(1) membership); empty
-        #: when ``dedupe`` is off.
-        self.seen: dict[str, None] = {}
+        self._isolate = isolate
+        self._on_start = on_start
+        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes)
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._batch_tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._closing = False  # the client is closing: in-flight batches end, nothing new starts
         self._iterating = False
-        self._slots: asyncio.Semaphore | None = None
-        self._batcher: Batcher[Message] | None = None
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._batcher: Batcher[Message] = Batcher(batch_size, linger, max_batch_bytes, _measure)
         self._source_error: BaseException | None = None
+        self._rejected: list[Result] = []
+        self._backlog = 0  # rejected results queued but not taken yet
+        self._backlog_cap = batch_size * max_in_flight
+        self._drained = asyncio.Event()
 
     # --- consumer side --------------------------------------------------------------
 
     def __aiter__(self) -> AsyncIterator[Result]:
-        if self._iterating:
-            raise RuntimeError("a ResultStream can be iterated only once")
-        self._iterating = True
-        return self._iterate()
+        self._begin()
+        return self._each()
+
+    def batches(self) -> AsyncIterator[list[Result]]:
+        """The results as lists: one per request, or per group of rejected inputs."""
+        self._begin()
+        return self._lists()
+
+    @property
+    def first_occurrences(self) -> Iterable[str] | None:
+        """Tracking ids in input order (first occurrences); None without ``dedupe``."""
+        seen = self._admission.seen
+        return None if seen is None else seen.keys()
 
     async def __aenter__(self) -> ResultStream:
         return self
@@ -127,90 +141,125 @@ class ResultStream:
     ) -> None:
         await self.aclose()
 
-    async def _iterate(self) -> AsyncGenerator[Result, None]:
-        self._start()
-        assert self._slots is not None
-        slots = self._slots
-        queue = self._queue
+    def _begin(self) -> None:
+        if self._iterating:
+            raise RuntimeError("a ResultStream can be iterated only once")
+        if self._closed:
+            raise ClientClosedError("this ResultStream is closed")
+        if self._on_start is not None:
+            self._on_start(self)  # raises ClientClosedError when the client is closed
+        self._iterating = True
+        self._spawn(self._read())
+        self._spawn(self._dispatch())
+
+    async def _next(self) -> list[Result] | None:
+        item = await self._queue.get()
+        if isinstance(item, _End):
+            self._queue.put_nowait(item)  # stays the answer to every later call
+            if item.error is not None:
+                raise item.error
+            return None
+        results, holds_slot = item
+        if holds_slot:
+            self._slots.release()
+        else:
+            self._backlog -= len(results)
+            self._drained.set()
+        return results
+
+    async def _each(self) -> AsyncGenerator[Result, None]:
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, _End):
-                    if item.error is not None:
-                        raise item.error
-                    return
-                slots.release()
-                for result in item:
+            while (results := await self._next()) is not None:
+                for result in results:
                     yield result
         finally:
             await self.aclose()
 
+    async def _lists(self) -> AsyncGenerator[list[Result], None]:
+        try:
+            while (results := await self._next()) is not None:
+                yield results
+        finally:
+            await self.aclose()
+
     async def aclose(self) -> None:
-        """Stop the job: cancel pending input reads, waits and requests, and wait for them."""
+        """Stop the job: cancel input reads, waits and requests, and wait for them.
+
+        A consumer waiting in another task wakes up with ``ClientClosedError``.
+        """
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
+        await self._cancel(self._tasks)
+        self._queue.put_nowait(_End(ClientClosedError("this ResultStream was closed")))
+
+    async def stop_intake(self) -> None:
+        """The client is closing (first step): read no more input and start no new batch."""
+        if self._closed or not self._iterating:
+            self._closed = True
+            return
+        self._closing = True
+        await self._cancel({t for t in self._tasks if t not in self._batch_tasks})
+
+    async def close_for_client(self, grace: float) -> None:
+        """The client is closing (second step, once nothing more may be sent): let the batches
+        in flight end (up to ``grace`` seconds; then they end FAILED with outcome unknown),
+        then end the stream with ``ClientClosedError`` after the results already in flight."""
+        if self._closed:
+            return
+        await self.stop_intake()
+        if self._batch_tasks:
+            await asyncio.wait(self._batch_tasks, timeout=grace)
+        self._closed = True
+        await self._cancel(self._tasks)
+        self._flush_rejected()
+        self._queue.put_nowait(_End(ClientClosedError("the client was closed; the stream stopped before its end")))
+
+    @staticmethod
+    async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+        current = asyncio.current_task()
+        pending = [t for t in tasks if t is not current]
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # --- producer side --------------------------------------------------------------
 
-    def _start(self) -> None:
-        if self._closed:
-            raise RuntimeError("this ResultStream is closed")
-        self._slots = asyncio.Semaphore(self._max_in_flight)
-        self._batcher = Batcher(self._batch_size, self._linger)
-        self._spawn(self._read())
-        self._spawn(self._dispatch())
-
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
     async def _read(self) -> None:
-        assert self._batcher is not None
-        batcher = self._batcher
-        take = self._take
         try:
             if isinstance(self._source, AsyncIterable):
-                index = 0
                 async for item in self._source:
-                    index += 1
-                    if (wait := take(item, index)) is not None:
-                        await wait
+                    await self._admit(item)
             else:
-                await self._read_iterable(iter(self._source))
+                await self._read_chunks(iter(self._source))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # The input itself failed: finish what was read, then raise it to the consumer.
-            logger.error("reading input failed after %d message(s): %r", len(self.seen), exc)
+            logger.error("reading input failed after %d item(s): %r", self._admission.count, exc)
             self._source_error = exc
-        batcher.close()
+        self._flush_rejected()
+        self._batcher.close()
 
-    async def _read_iterable(self, items: Iterator[Message | Mapping[str, Any]]) -> None:
-        """Pull a synchronous source a batch's worth at a time.
-
-        The fast path, for chunks of unique, new ``Message`` objects, does the per-message
-        work in C (a type check, an id collection, dict updates); anything else goes item
-        by item through ``_admit``.
-        """
-        assert self._batcher is not None
+    async def _read_chunks(self, items: Iterator[Any]) -> None:
+        """Pull a synchronous source a batch's worth at a time; whole chunks are admitted in C."""
         batcher = self._batcher
-        seen = self.seen
-        index = 0
+        admission = self._admission
         while True:
             room = batcher.room()
             if room <= 0:
+                self._flush_rejected()
                 await batcher.wait_room()
                 continue
-            chunk: list[Message | Mapping[str, Any]] = []
-            error: BaseException | None = None
+            chunk: list[Any] = []
+            error: Exception | None = None
             try:
                 chunk.extend(itertools.islice(items, room))  # keeps what came before an error
             except Exception as exc:
@@ -219,82 +268,44 @@ class ResultStream:
                 if error is not None:
                     raise error
                 return
-            if set(map(type, chunk)) != {Message}:
-                fast = False
-            elif not self._dedupe:
-                fast = True
-            else:
-                fresh = dict.fromkeys([m.id for m in chunk])  # type: ignore[union-attr]
-                fast = len(fresh) == len(chunk) and seen.keys().isdisjoint(fresh)
-                if fast:
-                    seen.update(fresh)
-            if fast:
-                batcher.extend(chunk)  # type: ignore[arg-type]
-                index += len(chunk)
-            else:
+            admitted = admission.admit_chunk(chunk)
+            if admitted is None:
                 for item in chunk:
-                    index += 1
-                    if (wait := self._take(item, index)) is not None:
-                        await wait
+                    await self._admit(item)
+            elif not batcher.extend(*admitted):
+                for msg in admitted[0]:
+                    await self._offer(msg, size_bound(msg))
             if error is not None:
                 raise error
 
-    def _take(self, item: Message | Mapping[str, Any], index: int) -> Awaitable[None] | None:
-        """Admit one item into the batch, or park its rejection; what to await, if anything.
-
-        Returns None when nothing needs waiting for (the common case: no coroutine is made).
-        """
-        assert self._batcher is not None
-        msg = self._admit(item, index)
-        if isinstance(msg, Result):
-            return self._emit_rejected(msg)
-        if not self._batcher.offer(msg):
-            return self._batcher.put(msg)
-        return None
-
-    def _admit(self, item: Message | Mapping[str, Any], index: int) -> Message | Result:
-        """Check one input item: the message to send, or its REJECTED result."""
-        seen = self.seen
-        if type(item) is Message:
-            msg = item
+    async def _admit(self, item: Any) -> None:
+        got = self._admission.admit(item)
+        if type(got) is tuple:
+            msg, size = got
+            if not self._batcher.offer(msg, size):
+                await self._offer(msg, size)
         else:
-            try:
-                if isinstance(item, Message):
-                    msg = item
-                elif isinstance(item, Mapping):
-                    msg = Message.from_dict(item)
-                else:
-                    raise ValidationError(
-                        f"input #{index} is a {type(item).__name__}, not a Message or a mapping",
-                        field=None,
-                        tracking_id=None,
-                    )
-            except ValidationError as exc:
-                tid = exc.tracking_id or _raw_id(item) or f"<input #{index}>"
-                if tid in seen:
-                    return _duplicate(tid)
-                if self._dedupe:
-                    seen[tid] = None
-                return failure(tid, Status.REJECTED, exc, 0)
-        if not self._dedupe:
-            return msg
-        tid = msg.id
-        if tid in seen:
-            return _duplicate(tid)
-        seen[tid] = None
-        return msg
+            assert isinstance(got, Result)
+            self._rejected.append(got)
+            if len(self._rejected) >= self._batch_size:
+                self._flush_rejected()
+            while self._backlog >= self._backlog_cap:
+                self._drained.clear()
+                await self._drained.wait()
 
-    async def _emit_rejected(self, result: Result) -> None:
-        assert self._slots is not None
-        await self._slots.acquire()
-        self._finish([result])
+    async def _offer(self, msg: Message, size: int) -> None:
+        self._flush_rejected()  # about to wait: let the consumer see them meanwhile
+        await self._batcher.put(msg, size)
+
+    def _flush_rejected(self) -> None:
+        if self._rejected:
+            group, self._rejected = self._rejected, []
+            self._backlog += len(group)
+            self._finish(group, holds_slot=False)
 
     async def _dispatch(self) -> None:
-        assert self._batcher is not None
-        assert self._slots is not None
         batcher = self._batcher
         slots = self._slots
-        running: set[asyncio.Task[None]] = set()
         while True:
             await slots.acquire()
             batch = await batcher.take()
@@ -302,79 +313,48 @@ class ResultStream:
                 slots.release()
                 break
             task = self._spawn(self._run_batch(batch))
-            running.add(task)
-            task.add_done_callback(running.discard)
-        if running:
-            await asyncio.gather(*running)
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+        if self._batch_tasks:
+            await asyncio.gather(*self._batch_tasks)
         # Every batch's results are queued before the end marker.
         self._queue.put_nowait(_End(self._source_error))
 
-    def _record_send(self, batch: Sequence[Message]) -> None:
-        assert self._recorder is not None
-        try:
-            self._recorder.dispatched(batch)
-        except Exception as exc:
-            raise _RecorderFailed(exc) from exc
-
     async def _run_batch(self, batch: list[Message]) -> None:
-        on_send = self._record_send if self._recorder is not None else None
         try:
-            if self._dedupe:
-                results = await self._sender.deliver(batch, self._route, on_send=on_send)
-            else:
-                results = await self._sender.deliver_repeats(batch, self._route, on_send)
-        except AuthenticationError as exc:
-            self._abort(exc)
+            results = await self._sender.deliver(batch, self._route, self._recorder, isolate=self._isolate)
+        except StopCall as exc:
+            self._abort(exc.error)
             return
-        except _RecorderFailed as exc:
-            self._abort(exc.cause)
-            return
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+            # The client's close timeout ran out with this batch in flight.
+            closed = ClientClosedError("the client was closed while this batch was in flight", outcome_unknown=True)
+            results = [failure(m.id, Status.FAILED, closed.for_message(m.id), 0) for m in batch]
         except Exception as exc:
             # A bug must not lose messages: they end FAILED with the reason.
             logger.exception("internal error while sending a batch of %d", len(batch))
             err = CascadeError(f"internal error: {exc!r}", outcome_unknown=True)
-            results = [failure(m.id, Status.FAILED, err, 0) for m in batch]
-        self._finish(results)
+            results = [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in batch]
+        self._finish(results, holds_slot=True)
 
-    def _finish(self, results: list[Result]) -> None:
+    def _finish(self, results: list[Result], *, holds_slot: bool) -> None:
         if self._recorder is not None:
             try:
                 self._recorder.completed(results)
             except Exception as exc:
                 self._abort(exc)
                 return
-        self._queue.put_nowait(results)
+        self._queue.put_nowait((results, holds_slot))
         emit(self._hook, BatchCompleted(route=self._route, results=results))
 
     def _abort(self, exc: Exception) -> None:
-        """Stop sending at once: on 401/403 every later batch would fail the same way, and a
-        recorder (the journal) that cannot write would break its promise."""
+        """Stop sending at once: on 401/403 or a wrong endpoint every later batch would fail
+        the same way, and a recorder (the journal) that cannot write would break its promise."""
         logger.error("stopping the job: %s", exc)
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
                 task.cancel()
         self._queue.put_nowait(_End(exc))
-
-
-def _raw_id(item: object) -> str | None:
-    if isinstance(item, Mapping):
-        tid = item.get("id")
-        if isinstance(tid, str) and tid:
-            return tid
-    return None
-
-
-def is_duplicate(result: Result) -> bool:
-    """Whether ``result`` is the rejection of a tracking id repeated within one call."""
-    return isinstance(result.error, ValidationError) and result.error.code == DUPLICATE_ID
-
-
-def _duplicate(tid: str) -> Result:
-    err = ValidationError(
-        "repeats a tracking id already used in this call; not sent twice",
-        field="id",
-        tracking_id=tid,
-        code=DUPLICATE_ID,
-    )
-    return failure(tid, Status.REJECTED, err, 0)

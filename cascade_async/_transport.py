@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import ssl as _ssl
 from collections.abc import Mapping
 from typing import NamedTuple, Protocol
 
 import aiohttp
 
-from ._errors import ProtocolError, TransportError
+from ._errors import ClientClosedError, ProtocolError, TimeoutError, TransportError
 
 __all__ = ["AiohttpTransport", "RawResponse", "Transport"]
 
@@ -49,8 +50,12 @@ class AiohttpTransport:
         self._ssl = ssl
         self._pool_size = pool_size
         self._max = max_response_bytes
+        self._closed = False
 
     def _get_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            # httpx's rule: a closed client never comes back to life with a fresh session.
+            raise ClientClosedError("the transport is closed; nothing more is sent")
         if self._session is None:
             # Created lazily: a ClientSession must be made inside the running loop.
             connector = aiohttp.TCPConnector(limit=self._pool_size)
@@ -65,16 +70,19 @@ class AiohttpTransport:
             ) as resp:
                 data = await _read_capped(resp, self._max)
                 return RawResponse(resp.status, resp.headers, data)
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+        except aiohttp.ConnectionTimeoutError as exc:
             # Nothing was sent: safe to try again.
+            raise TimeoutError(f"cannot connect in time: {_describe(exc)}") from exc
+        except aiohttp.ClientConnectorError as exc:
             raise TransportError(f"cannot connect: {_describe(exc)}") from exc
-        except TimeoutError as exc:
-            raise TransportError("request timed out", outcome_unknown=True) from exc
+        except builtins.TimeoutError as exc:
+            raise TimeoutError("request timed out", outcome_unknown=True) from exc
         except aiohttp.ClientError as exc:
             # The request may have reached the server before the connection broke.
             raise TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True) from exc
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._owns_session and self._session is not None:
             await self._session.close()
         self._session = None

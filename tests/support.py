@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from cascade_async import RawResponse, TransportError
+from cascade_async import TimeoutError as CascadeTimeoutError
 
 T = TypeVar("T")
 
@@ -69,9 +70,7 @@ class FakeTransport:
 
 
 def timeout_error() -> TransportError:
-    exc = TransportError("request timed out", outcome_unknown=True)
-    exc.__cause__ = TimeoutError()
-    return exc
+    return CascadeTimeoutError("request timed out", outcome_unknown=True)
 
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):

@@ -16,6 +16,7 @@ from cascade_async import (
     BatchCompleted,
     BatchSent,
     CascadeClient,
+    EndpointError,
     Event,
     RateLimit,
     RateLimitError,
@@ -241,7 +242,7 @@ def test_permanent_statuses_are_never_retried(status: int) -> None:
 
     async def main() -> None:
         async with make(t, retry=FAST_RETRY) as c:
-            with pytest.raises((BadRequestError, AuthenticationError)):
+            with pytest.raises((BadRequestError, AuthenticationError, EndpointError)):
                 await c.send(msg(1))
 
     run_virtual(main())
@@ -303,7 +304,7 @@ def test_connection_errors_are_retried_and_ambiguous_ones_only_on_request() -> N
 
 def reject_bad(messages: list[dict[str, Any]], n: int) -> RawResponse:
     if any(m["text"].startswith("BAD") for m in messages):
-        return error(400, "INVALID_PHONE", "toPhone")
+        return error(400, "INVALID_PHONE", "text")
     return ok_for(messages)
 
 
@@ -548,14 +549,14 @@ def test_finished_jobs_leave_no_uncollectable_cycles() -> None:
 def test_without_dedupe_every_occurrence_is_sent_once_per_request_and_nothing_is_remembered() -> None:
     t = FakeTransport()
 
-    async def main() -> tuple[list[Result], int]:
+    async def main() -> tuple[list[Result], object]:
         async with make(t, batch_size=10, dedupe=False) as c:
             stream = c.stream([msg(1), msg(2), msg(1, text="again"), msg(3), msg(1)])
             results = [r async for r in stream]
-            return results, len(stream.seen)
+            return results, stream.first_occurrences
 
     results, remembered = run_virtual(main())
-    assert remembered == 0
+    assert remembered is None
     assert sorted(r.tracking_id for r in results) == ["m1", "m1", "m1", "m2", "m3"]
     assert all(r.ok for r in results)
     assert t.batches == [["m1", "m2", "m3"], ["m1"], ["m1"]]

@@ -9,6 +9,7 @@ from cascade_async import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    EndpointError,
     RateLimitError,
     ServerError,
 )
@@ -27,9 +28,9 @@ SHAPE_3 = json.dumps({"error": "Too Many Requests", "message": "Slow down", "sta
     [
         pytest.param(400, BadRequestError, id="400"),
         pytest.param(422, BadRequestError, id="422"),
-        pytest.param(404, BadRequestError, id="404"),
+        pytest.param(404, EndpointError, id="404"),
         pytest.param(413, BadRequestError, id="413"),
-        pytest.param(415, BadRequestError, id="415"),
+        pytest.param(415, EndpointError, id="415"),
         pytest.param(401, AuthenticationError, id="401"),
         pytest.param(403, AuthenticationError, id="403"),
         pytest.param(429, RateLimitError, id="429"),
@@ -111,5 +112,10 @@ def test_rate_limit_error_carries_retry_after() -> None:
 
 
 def test_error_answers_are_definite_outcomes() -> None:
-    for status in (400, 429, 500, 502, 503, 504):
+    for status in (400, 408, 429, 500, 502, 503, 521, 522, 523):
         assert not error_from_response(status, {}, b"").outcome_unknown
+
+
+@pytest.mark.parametrize("status", [504, 520, 524])
+def test_a_gateway_that_gave_up_leaves_the_outcome_unknown(status: int) -> None:
+    assert error_from_response(status, {}, b"").outcome_unknown

@@ -8,6 +8,7 @@ from cascade_async import (
     AuthenticationError,
     BadRequestError,
     CascadeError,
+    EndpointError,
     ProtocolError,
     RateLimitError,
     RetryPolicy,
@@ -15,7 +16,7 @@ from cascade_async import (
     TransportError,
     ValidationError,
 )
-from cascade_async._retry import RetryBudget, backoff, is_retryable, wait_before_retry
+from cascade_async._retry import RetryBudget, backoff, should_retry, wait_before_retry
 
 from .support import timeout_error
 
@@ -31,7 +32,9 @@ def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
         pytest.param(api(ServerError, 500), True, id="500"),
         pytest.param(api(ServerError, 502), True, id="502"),
         pytest.param(api(ServerError, 503), True, id="503"),
-        pytest.param(api(ServerError, 504), True, id="504"),
+        pytest.param(api(ServerError, 504, outcome_unknown=True), False, id="504-unknown-not-retried-by-default"),
+        pytest.param(api(ServerError, 408), True, id="408"),
+        pytest.param(api(ServerError, 522), True, id="522-never-reached-origin"),
         pytest.param(api(ServerError, 501), False, id="501"),
         pytest.param(TransportError("refused"), True, id="connection-refused"),
         pytest.param(TransportError("reset after sending", outcome_unknown=True), False, id="reset-after-send"),
@@ -39,23 +42,23 @@ def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
         pytest.param(api(BadRequestError, 400), False, id="400"),
         pytest.param(api(AuthenticationError, 401), False, id="401"),
         pytest.param(api(AuthenticationError, 403), False, id="403"),
-        pytest.param(api(BadRequestError, 404), False, id="404"),
+        pytest.param(api(EndpointError, 404), False, id="404"),
         pytest.param(api(BadRequestError, 413), False, id="413"),
-        pytest.param(api(BadRequestError, 415), False, id="415"),
+        pytest.param(api(EndpointError, 415), False, id="415"),
         pytest.param(api(BadRequestError, 422), False, id="422"),
         pytest.param(ValidationError("bad", field="id", tracking_id="a"), False, id="validation"),
         pytest.param(ProtocolError("broken 200"), False, id="protocol"),
     ],
 )
 def test_what_is_retried(exc: CascadeError, retry: bool) -> None:
-    assert is_retryable(exc, RetryPolicy()) is retry
+    assert should_retry(exc, RetryPolicy()) is retry
 
 
 def test_ambiguous_failures_are_retried_only_when_asked() -> None:
     at_least_once = RetryPolicy(retry_ambiguous=True)
-    assert is_retryable(timeout_error(), at_least_once)
-    assert is_retryable(TransportError("reset", outcome_unknown=True), at_least_once)
-    assert not is_retryable(ProtocolError("broken 200", outcome_unknown=True), at_least_once)
+    assert should_retry(timeout_error(), at_least_once)
+    assert should_retry(TransportError("reset", outcome_unknown=True), at_least_once)
+    assert not should_retry(ProtocolError("broken 200", outcome_unknown=True), at_least_once)
 
 
 def test_backoff_is_full_jitter_under_a_doubling_capped_ceiling() -> None:

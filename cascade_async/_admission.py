@@ -1,0 +1,153 @@
+"""Admission: everything that can refuse an input item before a request, with no slot held.
+
+Each item becomes either a ``Message`` to batch (with an upper bound of its encoded size)
+or its REJECTED ``Result``: invalid fields, a mapping that is not a message, a line the
+reader could not parse, a message too large for any batch, or a repeated tracking id
+(only with ``dedupe``; the id set is the one per-message cost of that promise).
+
+Whole chunks of a synchronous source go through in C when they can (``admit_chunk``): one
+``msgspec.convert`` for a list of wire dicts, one encode to learn the chunk's exact size,
+one set operation for the duplicate check. Anything unusual falls back to ``admit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from operator import attrgetter
+from typing import Any, Final
+
+import msgspec
+
+from ._errors import ErrorCode, ValidationError
+from ._inputs import BadLine
+from ._models import Message, Result, Status, failure
+from ._wire import encode_batch
+
+_ids = attrgetter("id")
+#: Keys, quotes, the type name, ttl digits, a timestamp and punctuation of one message.
+_FIXED_BYTES: Final = 240
+_MESSAGES: Final = list[Message]
+
+
+def size_bound(m: Message) -> int:
+    """An upper bound of the message's encoded size: 6 bytes a character (a ``\\u00XX``
+    escape is the longest form of one code point) plus the fixed part."""
+    n = len(m.id) + len(m.from_name) + len(m.to_phone)
+    if m.text is not None:
+        n += len(m.text)
+    if m.survey_options is not None:
+        n += sum(map(len, m.survey_options)) + 3 * len(m.survey_options)
+    return 6 * n + _FIXED_BYTES
+
+
+class Admission:
+    def __init__(self, *, dedupe: bool, max_bytes: int) -> None:
+        #: First-occurrence tracking ids in input order (a dict: ordered, O(1) membership);
+        #: None without ``dedupe``, which then costs no memory per message.
+        self.seen: dict[str, None] | None = {} if dedupe else None
+        self.count = 0  # items read so far
+        self._max_message = max_bytes - 2  # one message alone in a batch: "[" + it + "]"
+
+    def admit(self, item: object) -> tuple[Message, int] | Result:
+        """One item: the message to send with its size bound, or its REJECTED result."""
+        self.count += 1
+        index = self.count
+        try:
+            if type(item) is Message or isinstance(item, Message):
+                msg = item
+            elif isinstance(item, Mapping):
+                msg = Message.from_dict(item)
+            elif isinstance(item, BadLine):
+                return self._refuse(_with_line(item), item)
+            else:
+                raise ValidationError(
+                    f"input #{index} is a {type(item).__name__}, not a Message or a mapping",
+                    field=None,
+                    tracking_id=None,
+                )
+            size = size_bound(msg)
+            if size > self._max_message:
+                size = len(encode_batch([msg])) - 2
+                if size > self._max_message:
+                    raise ValidationError(
+                        f"encodes to {size} bytes, above max_batch_bytes={self._max_message + 2}",
+                        field=None,
+                        tracking_id=msg.id,
+                        code=ErrorCode.MESSAGE_TOO_LARGE,
+                    )
+        except ValidationError as exc:
+            return self._refuse(exc, item)
+        seen = self.seen
+        if seen is not None:
+            tid = msg.id
+            if tid in seen:
+                return duplicate(tid)
+            seen[tid] = None
+        return msg, size
+
+    def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int] | None:
+        """A whole chunk at once, with its exact encoded length; None when any item needs a
+        closer look (then ``admit`` each). Nothing is counted or remembered on None."""
+        kinds = set(map(type, chunk))
+        if kinds == {Message}:
+            messages: list[Message] = chunk
+        elif kinds == {dict}:
+            try:
+                messages = msgspec.convert(chunk, _MESSAGES)
+            except (msgspec.ValidationError, ValidationError):
+                return None
+        else:
+            return None
+        nbytes = len(encode_batch(messages))
+        if nbytes > self._max_message + 2:
+            return None  # maybe one message too large for any batch: look at each
+        seen = self.seen
+        if seen is not None:
+            fresh = dict.fromkeys(map(_ids, messages))
+            if len(fresh) != len(messages) or not seen.keys().isdisjoint(fresh):
+                return None
+            seen.update(fresh)
+        self.count += len(messages)
+        return messages, nbytes
+
+    def _refuse(self, exc: ValidationError, item: object) -> Result:
+        tid = exc.tracking_id or _raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")
+        seen = self.seen
+        if seen is not None:
+            if tid in seen:
+                return duplicate(tid)
+            seen[tid] = None
+        return failure(tid, Status.REJECTED, exc, 0)
+
+
+def duplicate(tid: str) -> Result:
+    err = ValidationError(
+        "repeats a tracking id already used in this call; not sent twice",
+        field="id",
+        tracking_id=tid,
+        code=ErrorCode.DUPLICATE_ID,
+    )
+    return failure(tid, Status.REJECTED, err, 0)
+
+
+def is_duplicate(result: Result) -> bool:
+    """Whether ``result`` is the rejection of a tracking id repeated within one call."""
+    return result.error is not None and result.error.code == ErrorCode.DUPLICATE_ID
+
+
+def _with_line(bad: BadLine) -> ValidationError:
+    err = bad.error
+    if err.line is None:
+        err = err.for_message(err.tracking_id) if err.tracking_id else err
+        err = ValidationError(err.problem, field=err.field, tracking_id=err.tracking_id, code=err.code, line=bad.line)
+    return err
+
+
+def _raw_id(item: object) -> str | None:
+    if isinstance(item, Mapping):
+        tid = item.get("id")
+        if isinstance(tid, str) and tid:
+            return tid
+    elif isinstance(item, BadLine):
+        return item.error.tracking_id
+    return None

@@ -1,0 +1,313 @@
+"""Sending one batch: the rate limiter, one POST per attempt, and tenacity's retry loop.
+
+``BatchSender.deliver`` turns a batch into exactly one ``Result`` per message. It raises
+only what stops the whole call (``StopCall``: wrong credentials, a wrong endpoint, a closed
+client, a journal that cannot write) or cancellation; every other failure becomes results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from operator import attrgetter
+from typing import Protocol
+
+import tenacity
+
+from ._errors import (
+    APIError,
+    AuthenticationError,
+    CascadeError,
+    ClientClosedError,
+    EndpointError,
+    ValidationError,
+    Verdict,
+    classify,
+    error_from_response,
+)
+from ._events import BatchSent, EventHook, RetryScheduled, emit
+from ._models import Message, Result, Route, Status, failure
+from ._ratelimit import Limiter
+from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
+from ._transport import Transport
+from ._wire import encode_batch, results_from_acks
+
+logger = logging.getLogger("cascade_async")
+
+_ids = attrgetter("id")
+
+
+class Recorder(Protocol):
+    """Told what happens to each batch (the journal implements it; ``stream(recorder=...)``).
+
+    ``dispatched`` runs just before each attempt's request leaves (after the rate limiter);
+    ``not_sent`` after an attempt that certainly did not deliver (refused, 429, a certain
+    5xx, a wrong endpoint), when no earlier attempt's outcome is unknown; ``completed`` with
+    the final results. An exception from a recorder stops the call.
+    """
+
+    def dispatched(self, batch: Sequence[Message]) -> None: ...
+
+    def not_sent(self, batch: Sequence[Message]) -> None: ...
+
+    def completed(self, results: Sequence[Result]) -> None: ...
+
+
+class StopCall(Exception):
+    """Every later batch would fail the same way, or the results cannot be kept: stop."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+#: Errors about the endpoint or the client, never about the messages.
+_STOPPING = (AuthenticationError, EndpointError)
+
+
+class Attempts:
+    """What one batch has been through: its attempts and whether any may have got through."""
+
+    __slots__ = ("count", "gave_up", "unknown")
+
+    def __init__(self, count: int = 0, unknown: bool = False) -> None:
+        self.count = count
+        self.unknown = unknown
+        self.gave_up: str | None = None
+
+
+class Failed:
+    """A batch's last failure, after retries: turned into results by ``results``."""
+
+    __slots__ = ("attempts", "error")
+
+    def __init__(self, error: CascadeError, attempts: Attempts) -> None:
+        self.error = error
+        self.attempts = attempts
+
+    @property
+    def splittable(self) -> bool:
+        return isinstance(self.error, APIError) and classify(self.error.status) is Verdict.SPLIT
+
+    def results(self, batch: Sequence[Message], *, status: Status | None = None) -> list[Result]:
+        err = self.error
+        unknown = err.outcome_unknown or self.attempts.unknown
+        if status is None:
+            status = Status.REJECTED if _is_permanent(err) and not unknown else Status.FAILED
+        out = []
+        for m in batch:
+            own = err.for_message(m.id)
+            own.outcome_unknown = unknown
+            own.gave_up = self.attempts.gave_up
+            out.append(failure(m.id, status, own, self.attempts.count))
+        return out
+
+
+class BatchSender:
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        base_url: str,
+        headers: Mapping[str, str],
+        limiter: Limiter | None,
+        policy: RetryPolicy,
+        on_event: EventHook | None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = transport
+        self._urls = {route: base_url + route.value for route in Route}
+        self._headers = dict(headers)
+        self._limiter = limiter
+        self.policy = policy
+        self.budget = RetryBudget(policy)
+        self._hook = on_event
+        self._rng = rng or random.Random()
+        #: Set by the client's ``aclose``: no request leaves after it.
+        self.closed = False
+
+    async def post(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
+        """One rate-limited POST: the results of a 2xx, or the ``CascadeError`` of anything else."""
+        await self._acquire(batch)
+        return await self._request(batch, body, route, attempt)
+
+    async def _acquire(self, batch: Sequence[Message]) -> None:
+        if self._limiter is not None:
+            await self._limiter.acquire(len(batch))
+        if self.closed:
+            raise ClientClosedError("the client is closed; nothing more is sent")
+
+    async def _request(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            raw = await self._transport(self._urls[route], self._headers, body)
+        except CascadeError as exc:
+            self._emit_sent(route, batch, attempt, loop.time() - started, None, exc)
+            raise
+        self._emit_sent(route, batch, attempt, loop.time() - started, raw.status, None)
+        if classify(raw.status) is not Verdict.OK:
+            raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
+        return results_from_acks(batch, raw.body, attempts=attempt)
+
+    def _emit_sent(
+        self,
+        route: Route,
+        batch: Sequence[Message],
+        attempt: int,
+        elapsed: float,
+        status: int | None,
+        error: CascadeError | None,
+    ) -> None:
+        if self._hook is not None:
+            event = BatchSent(
+                route=route, size=len(batch), attempt=attempt, status=status, elapsed=elapsed, error=error
+            )
+            emit(self._hook, event)
+
+    async def send(
+        self,
+        batch: Sequence[Message],
+        route: Route,
+        recorder: Recorder | None = None,
+        attempts: Attempts | None = None,
+        *,
+        prune: Callable[[], Sequence[Message]] | None = None,
+    ) -> list[Result] | Failed:
+        """One batch of unique ids with retries: its results, or its last failure.
+
+        ``prune``, given, is asked before each retry for the messages still wanted (callers of
+        ``send()`` who timed out are left out of later attempts); results then follow its
+        last answer.
+        """
+        state = attempts or Attempts()
+        body = encode_batch(batch)
+        loop = asyncio.get_running_loop()
+        stop = Stop(self.policy, self.budget, loop.time)
+        # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=stop,
+            before_sleep=lambda rs: self._before_sleep(rs, route, len(batch)),
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if prune is not None and state.count:
+                        live = prune()
+                        if len(live) != len(batch):
+                            batch, body = live, encode_batch(live)
+                        if not batch:
+                            return []
+                    results = await self._attempt(batch, body, route, state, recorder)
+        except _STOPPING as exc:
+            raise StopCall(exc) from exc
+        except CascadeError as exc:
+            state.gave_up = stop.reason
+            if stop.reason is not None:
+                logger.debug("not retrying %d message(s) after %s: %s", len(batch), exc, stop.reason)
+            return Failed(exc, state)
+        self.budget.refund()
+        return results
+
+    async def _attempt(
+        self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
+    ) -> list[Result]:
+        await self._acquire(batch)
+        if recorder is not None:
+            # "pending" in the journal means the request is about to leave: after the limiter.
+            _record(recorder.dispatched, batch)
+        state.count += 1
+        try:
+            return await self._request(batch, body, route, state.count)
+        except CascadeError as exc:
+            if exc.outcome_unknown:
+                state.unknown = True
+            elif recorder is not None and not state.unknown and _certainly_not_sent(exc):
+                _record(recorder.not_sent, batch)
+            raise
+
+    def _before_sleep(self, retry_state: tenacity.RetryCallState, route: Route, size: int) -> None:
+        assert retry_state.outcome is not None
+        exc = retry_state.outcome.exception()
+        assert isinstance(exc, CascadeError)
+        delay = retry_state.upcoming_sleep
+        logger.debug(
+            "retrying %d message(s) in %.3fs after attempt %d: %s", size, delay, retry_state.attempt_number, exc
+        )
+        emit(
+            self._hook,
+            RetryScheduled(route=route, size=size, attempt=retry_state.attempt_number, delay=delay, error=exc),
+        )
+
+    async def deliver(
+        self, batch: Sequence[Message], route: Route, recorder: Recorder | None = None, *, isolate: int = 0
+    ) -> list[Result]:
+        """Exactly one Result per message of ``batch``, in its order.
+
+        A batch may repeat a tracking id (``dedupe=False``, or two callers of ``send()``): one
+        request holds an id once, since answers are matched by id, so the k-th occurrences
+        of ids go in the k-th request. ``isolate`` > 0 lets a 400 be narrowed down to the bad
+        messages with at most that many extra requests.
+        """
+        if len(set(map(_ids, batch))) == len(batch):  # the usual case, in C
+            return await self._deliver_unique(batch, route, recorder, isolate)
+        results: list[Result | None] = [None] * len(batch)
+        for indices in repeat_rounds(batch):
+            part = [batch[i] for i in indices]
+            for i, r in zip(indices, await self._deliver_unique(part, route, recorder, isolate), strict=True):
+                results[i] = r
+        return results  # type: ignore[return-value]  # every index is in exactly one round
+
+    async def _deliver_unique(
+        self, batch: Sequence[Message], route: Route, recorder: Recorder | None, isolate: int
+    ) -> list[Result]:
+        got = await self.send(batch, route, recorder)
+        if not isinstance(got, Failed):
+            return got
+        if isolate and len(batch) > 1 and got.splittable:
+            from ._isolate import isolate_bad_messages
+
+            return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate)
+        return got.results(batch)
+
+
+def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:
+    """Indices of ``batch`` by occurrence: round k holds the k-th occurrence of each id."""
+    rounds: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for i, m in enumerate(batch):
+        k = seen.get(m.id, 0)
+        seen[m.id] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append(i)
+    return rounds
+
+
+def _record(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message]) -> None:
+    try:
+        hook(batch)
+    except Exception as exc:
+        raise StopCall(exc) from exc
+
+
+def _certainly_not_sent(exc: CascadeError) -> bool:
+    """A failure after which the messages certainly were not delivered."""
+    if isinstance(exc, APIError):
+        return classify(exc.status) in (Verdict.RETRY, Verdict.STOP)
+    return isinstance(exc, ClientClosedError) or (not exc.outcome_unknown and not isinstance(exc, ValidationError))
+
+
+def _is_permanent(exc: CascadeError) -> bool:
+    """Whether the failure is about the messages themselves (REJECTED) rather than passing."""
+    if isinstance(exc, ValidationError):
+        return True
+    if isinstance(exc, APIError):
+        return classify(exc.status) in (Verdict.SPLIT, Verdict.REJECT)
+    return False
