@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import selectors
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -123,3 +124,13 @@ def msg(i: int | str, **over: Any) -> dict[str, Any]:
     }
     d.update(over)
     return d
+
+
+def scripted(*answers: Any) -> FakeTransport:
+    queue = collections.deque(answers)
+
+    def respond(messages: list[dict[str, Any]], n: int) -> Any:
+        answer = queue.popleft() if queue else "ok"
+        return ok_for(messages) if answer == "ok" else answer
+
+    return FakeTransport(respond)

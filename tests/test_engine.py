@@ -29,7 +29,7 @@ from cascade_async import (
     ValidationError,
 )
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, timeout_error
+from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted, timeout_error
 
 FAST_RETRY = RetryPolicy(initial_wait=1.0)
 
@@ -180,16 +180,6 @@ def test_source_failure_raises_after_delivering_what_was_read() -> None:
 
 
 # --- retries -------------------------------------------------------------------------------
-
-
-def scripted(*answers: Any) -> FakeTransport:
-    queue = collections.deque(answers)
-
-    def respond(messages: list[dict[str, Any]], n: int) -> Any:
-        answer = queue.popleft() if queue else "ok"
-        return ok_for(messages) if answer == "ok" else answer
-
-    return FakeTransport(respond)
 
 
 def test_backoff_sequence_grows_and_then_succeeds() -> None:

@@ -1,0 +1,187 @@
+"""Admission: rejected inputs cost no request and no in-flight slot, and never deadlock the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cascade_async import (
+    BadLine,
+    CascadeClient,
+    ErrorCode,
+    Result,
+    Status,
+    ValidationError,
+    read_csv,
+    read_json_array,
+    read_jsonl,
+)
+
+from .support import FakeTransport, msg, run_virtual
+
+
+def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
+    kw.setdefault("rate_limit", None)
+    return CascadeClient(api_key="k", transport=transport, **kw)
+
+
+def with_invalid(n: int, every: int) -> list[dict[str, Any]]:
+    """``n`` messages, every ``every``-th one with a national phone number (invalid)."""
+    return [msg(i, toPhone="0501234567") if i % every == every - 1 else msg(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("source_kind", ["list", "async"])
+def test_five_percent_invalid_inputs_cost_no_requests_and_no_time(source_kind: str) -> None:
+    t = FakeTransport(latency=1.0)
+    items = with_invalid(2000, 20)
+    valid = sum(1 for m in items if m["toPhone"].startswith("+"))
+
+    async def source() -> Any:
+        for item in items:
+            yield item
+
+    async def main() -> tuple[list[Result], float]:
+        async with make(t, batch_size=100, max_in_flight=4, linger=0.05) as c:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            results = [r async for r in c.stream(items if source_kind == "list" else source())]
+            return results, loop.time() - start
+
+    results, elapsed = run_virtual(main())
+    assert len(results) == 2000
+    assert sum(r.status is Status.REJECTED for r in results) == 100
+    assert len(t.calls) <= math.ceil(valid / 100) + 1
+    assert min(len(b) for b in t.batches[:-1]) == 100
+    assert elapsed <= 5.0 + 0.2
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 3])
+def test_one_in_flight_slot_never_hangs_on_rejections(batch_size: int) -> None:
+    t = FakeTransport(latency=0.5)
+    source = [msg(1), msg(2), msg(1), msg(3), {"id": "bad"}, msg(4)]
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=batch_size, max_in_flight=1) as c:
+            return [r async for r in c.stream(source)]
+
+    results = run_virtual(main())
+    assert len(results) == 6
+    assert sorted(r.status for r in results).count(Status.REJECTED) == 2
+
+
+def test_an_all_invalid_input_is_rejected_without_a_single_request() -> None:
+    t = FakeTransport()
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=10, max_in_flight=1) as c:
+            return [r async for r in c.stream([{"id": f"x{i}"} for i in range(5000)])]
+
+    results = run_virtual(main())
+    assert len(results) == 5000
+    assert all(r.status is Status.REJECTED for r in results)
+    assert t.calls == []
+
+
+def test_rejections_wait_for_a_slow_consumer_instead_of_piling_up() -> None:
+    t = FakeTransport()
+    pulled = 0
+
+    def source() -> Any:
+        nonlocal pulled
+        for i in range(100_000):
+            pulled += 1
+            yield {"id": f"x{i}"}
+
+    async def main() -> int:
+        async with make(t, batch_size=10, max_in_flight=2) as c:
+            async with c.stream(source()) as results:
+                async for _ in results:
+                    break
+                await asyncio.sleep(1)
+                return pulled
+
+    assert run_virtual(main()) < 1000
+
+
+def test_a_message_too_large_for_any_batch_is_rejected_at_admission_with_the_others() -> None:
+    t = FakeTransport()
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=10, max_batch_bytes=2048) as c:
+            return [r async for r in c.stream([msg(1, text="y" * 5000), msg(2)])]
+
+    by_id = {r.tracking_id: r for r in run_virtual(main())}
+    err = by_id["m1"].error
+    assert isinstance(err, ValidationError)
+    assert err.code is ErrorCode.MESSAGE_TOO_LARGE
+    assert by_id["m1"].attempts == 0
+    assert t.batches == [["m2"]]
+
+
+def test_escaped_text_is_counted_by_its_encoded_size_not_its_length() -> None:
+    # A control character encodes as \u00XX: 6 bytes for 1 character.
+    t = FakeTransport()
+    big = [msg(i, text="\x01" * 300) for i in range(30)]
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=30, max_batch_bytes=8_000) as c:
+            return [r async for r in c.stream(big)]
+
+    assert all(r.ok for r in run_virtual(main()))
+    assert len(t.calls) > 1
+    assert all(len(json.dumps(c[3], separators=(",", ":"))) <= 8_000 for c in t.calls)
+
+
+# --- readers ---------------------------------------------------------------------------------
+
+
+LINES = [
+    json.dumps(msg(1)),
+    "{not json",
+    json.dumps(msg(2, toPhone="0501234567")),
+    "",
+    json.dumps(msg(3)),
+]
+
+
+def test_read_jsonl_feeds_stream_directly_and_a_bad_line_is_rejected_with_its_number(tmp_path: Path) -> None:
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n".join(LINES) + "\n")
+    t = FakeTransport()
+
+    async def main() -> list[Result]:
+        async with make(t) as c:
+            return [r async for r in c.stream(read_jsonl(path))]
+
+    results = asyncio.run(main())  # the readers use a worker thread: a real loop
+    assert sorted(r.tracking_id for r in results if r.ok) == ["m1", "m3"]
+    bad = {r.tracking_id: r.error for r in results if not r.ok}
+    assert set(bad) == {"<line 2>", "m2"}
+    assert isinstance(bad["<line 2>"], ValidationError)
+    assert bad["<line 2>"].line == 2
+    assert bad["<line 2>"].code == ErrorCode.UNPARSEABLE
+    assert "line 2" in str(bad["<line 2>"])
+    assert isinstance(bad["m2"], ValidationError)
+    assert bad["m2"].line == 3
+    assert bad["m2"].field == "toPhone"
+
+
+def test_read_csv_and_read_json_array_accept_streams_too() -> None:
+    csv_bytes = b"id,fromName,toPhone,messageType,text\nc1,Shop,+380501234567,transaction,hi\n"
+    array = json.dumps([msg(1), msg(2)]).encode()
+
+    async def main() -> tuple[list[Any], list[Any]]:
+        a = [m async for m in read_csv(io.BytesIO(csv_bytes))]
+        b = [m async for m in read_json_array(io.BytesIO(array))]
+        return a, b
+
+    a, b = asyncio.run(main())
+    assert [m.id for m in a] == ["c1"]
+    assert [m.id for m in b] == ["m1", "m2"]
+    assert not any(isinstance(m, BadLine) for m in a + b)

@@ -1,0 +1,213 @@
+"""The client's lifecycle: after ``aclose()`` nothing more leaves, and nobody waits forever."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import itertools
+from typing import Any
+
+import pytest
+
+from cascade_async import (
+    AiohttpTransport,
+    CascadeClient,
+    CascadeError,
+    ClientClosedError,
+    Message,
+    Result,
+    Status,
+    TimeoutError,
+)
+
+from .support import FakeTransport, error, msg, run_virtual, scripted
+
+
+def make(transport: Any, **kw: Any) -> CascadeClient:
+    kw.setdefault("rate_limit", None)
+    return CascadeClient(api_key="k", transport=transport, **kw)
+
+
+def endless() -> Any:
+    for i in itertools.count():
+        yield msg(i)
+
+
+def test_every_entry_point_raises_client_closed_error_after_aclose() -> None:
+    async def main() -> None:
+        c = make(FakeTransport())
+        stream = c.stream([msg(1)])
+        await c.aclose()
+        with pytest.raises(ClientClosedError):
+            await c.send(msg(1))
+        with pytest.raises(ClientClosedError):
+            await c.send_batch([Message.from_dict(msg(1))])
+        with pytest.raises(ClientClosedError):
+            c.stream([msg(1)])
+        with pytest.raises(ClientClosedError):
+            await c.send_many([msg(1)])
+        with pytest.raises(ClientClosedError):  # a stream made before the close
+            [r async for r in stream]
+        with pytest.raises(RuntimeError):  # today's callers that catch RuntimeError keep working
+            await c.send(msg(1))
+
+    run_virtual(main())
+
+
+def test_a_closed_default_transport_refuses_work_instead_of_opening_a_new_session() -> None:
+    async def main() -> None:
+        transport = AiohttpTransport(timeout=1.0)
+        await transport.aclose()
+        with pytest.raises(ClientClosedError):
+            await transport("http://127.0.0.1:9/x", {}, b"[]")
+
+    asyncio.run(main())
+
+
+def test_aclose_ends_a_running_stream_and_nothing_new_is_sent() -> None:
+    t = FakeTransport(latency=1.0)
+
+    async def main() -> tuple[list[Result], BaseException | None, int]:
+        c = make(t, batch_size=10, max_in_flight=2)
+        got: list[Result] = []
+        failure: BaseException | None = None
+
+        async def consume() -> None:
+            nonlocal failure
+            try:
+                async for r in c.stream(endless()):
+                    got.append(r)
+            except ClientClosedError as exc:
+                failure = exc
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(3.5)
+        await c.aclose()
+        await asyncio.wait_for(task, 30)
+        sent_at_close = len(t.calls)
+        await asyncio.sleep(10)
+        assert len(t.calls) == sent_at_close
+        return got, failure, sent_at_close
+
+    got, failure, sent = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    # every request that left got its results to the consumer: in flight at the close too
+    assert len(got) == 10 * sent
+    assert all(r.ok for r in got)
+
+
+def test_batches_in_flight_past_close_timeout_end_failed_with_outcome_unknown() -> None:
+    t = FakeTransport(latency=100.0)
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(t, batch_size=5, max_in_flight=1, close_timeout=1.0)
+        got: list[Result] = []
+        failure: BaseException | None = None
+
+        async def consume() -> None:
+            nonlocal failure
+            try:
+                async for r in c.stream([msg(i) for i in range(20)]):
+                    got.append(r)
+            except ClientClosedError as exc:
+                failure = exc
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        await c.aclose()
+        await task
+        return got, failure
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert len(got) == 5
+    assert all(r.status is Status.FAILED and r.outcome_unknown for r in got)
+
+
+def test_result_stream_aclose_from_another_task_wakes_the_consumer() -> None:
+    t = FakeTransport(latency=1000.0)
+
+    async def main() -> BaseException | None:
+        c = make(t, batch_size=5)
+        stream = c.stream([msg(i) for i in range(5)])
+
+        async def consume() -> BaseException | None:
+            try:
+                async for _ in stream:
+                    pass
+            except ClientClosedError as exc:
+                return exc
+            return None
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1)
+        await stream.aclose()
+        result = await asyncio.wait_for(task, 5)
+        await c.aclose()
+        return result
+
+    assert isinstance(run_virtual(main()), ClientClosedError)
+
+
+def test_a_send_queued_behind_a_full_batch_at_aclose_is_flushed() -> None:
+    t = FakeTransport(latency=0.5)
+
+    async def main() -> list[Result | BaseException]:
+        c = make(t, batch_size=2, max_in_flight=1, send_linger=10.0)
+        sends = [asyncio.create_task(c.send(msg(i))) for i in range(5)]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await c.aclose()
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    outcomes = run_virtual(main())
+    assert all(isinstance(o, Result) and o.ok for o in outcomes), outcomes
+
+
+def test_sends_left_after_close_timeout_fail_with_a_cascade_error() -> None:
+    t = FakeTransport(latency=1000.0)
+
+    async def main() -> list[Result | BaseException]:
+        c = make(t, batch_size=2, max_in_flight=1, send_linger=0.0, close_timeout=1.0, send_timeout=None)
+        sends = [asyncio.create_task(c.send(msg(i))) for i in range(6)]
+        await asyncio.sleep(0.1)
+        await c.aclose()
+        return await asyncio.gather(*sends, return_exceptions=True)
+
+    outcomes = run_virtual(main())
+    assert all(isinstance(o, CascadeError) for o in outcomes), outcomes
+    assert all(isinstance(o, RuntimeError) for o in outcomes if isinstance(o, ClientClosedError))
+    in_flight = [o for o in outcomes if isinstance(o, CascadeError) and o.outcome_unknown]
+    assert len(in_flight) == 2
+
+
+def test_send_timeout_raises_timeout_error_and_the_message_is_not_sent_later() -> None:
+    # The first attempt gets a 503, the retry waits; the caller gives up before it.
+    t = scripted(error(503), "ok")
+
+    async def main() -> BaseException:
+        async with make(t, send_timeout=0.5) as c:
+            with pytest.raises(TimeoutError) as info:
+                await c.send(msg(1))
+            await asyncio.sleep(60)
+            return info.value
+
+    exc = run_virtual(main())
+    assert isinstance(exc, CascadeError)
+    assert isinstance(exc, builtins.TimeoutError)
+    assert not exc.outcome_unknown  # the only request that left was refused
+    assert len(t.calls) == 1  # never retried behind the caller's back
+
+
+def test_send_timeout_after_the_request_left_says_the_outcome_is_unknown() -> None:
+    t = FakeTransport(latency=100.0)
+
+    async def main() -> BaseException:
+        async with make(t, send_timeout=1.0, close_timeout=0.1) as c:
+            with pytest.raises(TimeoutError) as info:
+                await c.send(msg(1))
+            return info.value
+
+    exc = run_virtual(main())
+    assert isinstance(exc, TimeoutError)
+    assert exc.outcome_unknown

@@ -1,0 +1,240 @@
+"""Sending one batch: statuses read from one table, the retry loop, deadlines and per-message errors."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from cascade_async import (
+    BadRequestError,
+    BatchSent,
+    CascadeClient,
+    CascadeError,
+    EndpointError,
+    Event,
+    Message,
+    RateLimit,
+    RawResponse,
+    Result,
+    RetryPolicy,
+    RetryScheduled,
+    ServerError,
+    Status,
+    ValidationError,
+)
+
+from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted
+
+
+def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
+    kw.setdefault("rate_limit", None)
+    return CascadeClient(api_key="k", transport=transport, **kw)
+
+
+def accepted_with(status: int) -> Any:
+    def respond(messages: list[dict[str, Any]], n: int) -> RawResponse:
+        return RawResponse(status, {}, ok_for(messages).body)
+
+    return respond
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204])
+def test_any_2xx_with_acknowledgements_is_success(status: int) -> None:
+    t = FakeTransport(accepted_with(status))
+
+    async def main() -> list[Result]:
+        async with make(t) as c:
+            return [r async for r in c.stream([msg(1), msg(2)])]
+
+    assert all(r.ok for r in run_virtual(main()))
+
+
+def test_a_2xx_without_a_valid_body_is_outcome_unknown_not_a_certain_failure() -> None:
+    t = FakeTransport(lambda m, n: RawResponse(202, {}, b""))
+
+    async def main() -> list[Result]:
+        async with make(t) as c:
+            return [r async for r in c.stream([msg(1)])]
+
+    (r,) = run_virtual(main())
+    assert r.status is Status.FAILED
+    assert r.outcome_unknown
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 404, 405, 415])
+def test_a_wrong_endpoint_stops_the_call_and_settles_nothing(status: int) -> None:
+    t = FakeTransport(lambda m, n: error(status, Location="https://elsewhere.example/"))
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        got: list[Result] = []
+        async with make(t, batch_size=5) as c:
+            try:
+                async for r in c.stream([msg(i) for i in range(20)]):
+                    got.append(r)
+            except EndpointError as exc:
+                return got, exc
+        return got, None
+
+    got, exc = run_virtual(main())
+    assert isinstance(exc, EndpointError)
+    assert exc.status == status
+    assert got == []  # no message is REJECTED for a URL's mistake
+    assert len(t.calls) <= 2  # only batches already in flight
+
+
+def test_send_many_attaches_the_partial_report_to_the_error_that_stopped_it() -> None:
+    t = scripted("ok", error(404))
+
+    async def main() -> BaseException:
+        async with make(t, batch_size=5, max_in_flight=1) as c:
+            with pytest.raises(EndpointError) as info:
+                await c.send_many([msg(i) for i in range(20)])
+            return info.value
+
+    exc = run_virtual(main())
+    report = exc.partial_report  # type: ignore[attr-defined]
+    assert len(report) == 5
+    assert report.count(Status.ACCEPTED) == 5
+
+
+def test_408_is_retried() -> None:
+    t = scripted(error(408), "ok")
+
+    async def main() -> Result:
+        async with make(t, retry=RetryPolicy(initial_wait=0.1)) as c:
+            return await c.send(msg(1))
+
+    assert run_virtual(main()).attempts == 2
+
+
+@pytest.mark.parametrize(("status", "calls", "unknown"), [(521, 2, False), (522, 2, False), (504, 1, True), (524, 1, True)])
+def test_gateway_statuses_are_certain_or_unknown_as_the_table_says(status: int, calls: int, unknown: bool) -> None:
+    t = scripted(error(status), "ok")
+
+    async def main() -> Result:
+        async with make(t, retry=RetryPolicy(initial_wait=0.1)) as c:
+            return [r async for r in c.stream([msg(1)])][0]
+
+    r = run_virtual(main())
+    assert len(t.calls) == calls
+    assert r.outcome_unknown is unknown
+    assert r.ok is (not unknown)
+
+
+def test_the_batch_deadline_counts_from_the_first_attempt() -> None:
+    # The first attempt takes 100 s and fails; with a 120 s deadline no retry may start
+    # after t = 120 s.
+    calls: list[float] = []
+
+    async def slow_then_fail(messages: list[dict[str, Any]], n: int) -> RawResponse:
+        calls.append(asyncio.get_running_loop().time())
+        if n == 1:
+            await asyncio.sleep(100)
+        return error(503)
+
+    t = FakeTransport(slow_then_fail)
+    policy = RetryPolicy(max_attempts=50, initial_wait=1.0, max_wait=8.0, deadline=120.0, budget=10_000)
+
+    async def main() -> Result:
+        async with make(t, retry=policy) as c:
+            return [r async for r in c.stream([msg(1)])][0]
+
+    r = run_virtual(main())
+    assert r.status is Status.FAILED
+    assert calls[-1] <= 120.0
+    assert r.error is not None
+    assert "deadline" in (r.error.gave_up or "")
+
+
+def test_each_result_owns_its_exception() -> None:
+    t = FakeTransport(lambda m, n: error(500))
+
+    async def main() -> list[Result]:
+        async with make(t, retry=RetryPolicy(max_attempts=1)) as c:
+            return [r async for r in c.stream([msg(i) for i in range(3)])]
+
+    results = run_virtual(main())
+    errors = [r.error for r in results]
+    assert len({id(e) for e in errors}) == 3
+    assert all(isinstance(e, ServerError) for e in errors)
+    assert sorted(e.tracking_id for e in errors if e is not None) == ["m0", "m1", "m2"]
+
+
+def test_coalesced_callers_get_their_own_exception_objects() -> None:
+    t = FakeTransport(lambda m, n: error(500), latency=0.01)
+
+    async def main() -> list[BaseException | Result]:
+        async with make(t, retry=RetryPolicy(max_attempts=1)) as c:
+            return await asyncio.gather(*(c.send(msg(i)) for i in range(4)), return_exceptions=True)
+
+    outcomes = run_virtual(main())
+    assert len(t.calls) == 1
+    assert all(isinstance(o, ServerError) for o in outcomes)
+    assert len({id(o) for o in outcomes}) == 4
+    tracebacks = {id(o.__traceback__) for o in outcomes if isinstance(o, BaseException)}
+    assert len(tracebacks) == 4
+
+
+def test_send_batch_above_the_message_burst_is_a_validation_error_naming_the_limit() -> None:
+    t = FakeTransport()
+
+    async def main() -> BaseException:
+        limit = RateLimit(messages_per_second=100, message_burst=100)
+        async with make(t, rate_limit=limit, batch_size=100) as c:
+            with pytest.raises(ValidationError) as info:
+                await c.send_batch([Message.from_dict(msg(i)) for i in range(150)])
+            return info.value
+
+    exc = run_virtual(main())
+    assert "message_burst" in str(exc)
+    assert "100" in str(exc)
+    assert t.calls == []
+
+
+def test_a_thousand_copies_of_one_id_without_dedupe_all_get_through_without_recursion() -> None:
+    t = FakeTransport()
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=1000, dedupe=False) as c:
+            return [r async for r in c.stream([msg(1) for _ in range(1000)])]
+
+    results = run_virtual(main())
+    assert len(results) == 1000
+    assert all(r.ok for r in results)
+    assert all(len(b) == 1 for b in t.batches)
+
+
+def test_events_carry_the_exception_object() -> None:
+    events: list[Event] = []
+    t = scripted(error(500), "ok")
+
+    async def main() -> None:
+        async with make(t, on_event=events.append, retry=RetryPolicy(initial_wait=0.1)) as c:
+            await c.send(msg(1))
+
+    run_virtual(main())
+    retry = next(e for e in events if isinstance(e, RetryScheduled))
+    assert isinstance(retry.error, ServerError)
+    sent = [e for e in events if isinstance(e, BatchSent)]
+    assert [e.status for e in sent] == [500, 200]
+
+
+def test_settings_are_read_only_after_construction() -> None:
+    c = CascadeClient(api_key="k")
+    for name, value in [("base_url", "https://x"), ("batch_size", 10), ("linger", 1.0), ("max_in_flight", 1)]:
+        with pytest.raises(AttributeError):
+            setattr(c, name, value)
+
+
+def test_bad_request_errors_do_not_name_every_message_the_same() -> None:
+    t = FakeTransport(lambda m, n: error(400, "INVALID", "text"))
+
+    async def main() -> list[Result]:
+        async with make(t, isolate_bad_messages=False) as c:
+            return [r async for r in c.stream([msg(1), msg(2)])]
+
+    errs = [r.error for r in run_virtual(main())]
+    assert all(isinstance(e, BadRequestError) for e in errs)
+    assert [e.tracking_id for e in errs if isinstance(e, CascadeError)] == ["m1", "m2"]
