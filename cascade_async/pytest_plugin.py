@@ -48,7 +48,8 @@ class SandboxThread:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "cascade_sandbox(**options): options for the cascade_sandbox fixture (see cascade_async.sandbox.Sandbox)"
+        "markers",
+        "cascade_sandbox(**options): options for the cascade_sandbox fixture (see cascade_async.sandbox.Sandbox)",
     )
 
 

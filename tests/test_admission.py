@@ -99,12 +99,11 @@ def test_rejections_wait_for_a_slow_consumer_instead_of_piling_up() -> None:
             yield {"id": f"x{i}"}
 
     async def main() -> int:
-        async with make(t, batch_size=10, max_in_flight=2) as c:
-            async with c.stream(source()) as results:
-                async for _ in results:
-                    break
-                await asyncio.sleep(1)
-                return pulled
+        async with make(t, batch_size=10, max_in_flight=2) as c, c.stream(source()) as results:
+            async for _ in results:
+                break
+            await asyncio.sleep(1)
+            return pulled
 
     assert run_virtual(main()) < 1000
 

@@ -48,7 +48,9 @@ def test_a_batch_whose_messages_share_the_offending_value_costs_at_most_three_re
     assert err.code == "SENDER_NOT_REGISTERED"
 
 
-@pytest.mark.parametrize(("n", "bad"), [(100, {7}), (256, {5, 77, 78, 200}), (500, {0, 499}), (64, set(range(0, 64, 9)))])
+@pytest.mark.parametrize(
+    ("n", "bad"), [(100, {7}), (256, {5, 77, 78, 200}), (500, {0, 499}), (64, set(range(0, 64, 9)))]
+)
 def test_k_bad_messages_among_n_cost_at_most_1_plus_2k_log2_n_requests(n: int, bad: set[int]) -> None:
     t = FakeTransport(bad_phones)
     source = [msg(i, toPhone=f"+9990{i:07d}" if i in bad else f"+38050{i:07d}") for i in range(n)]

@@ -109,13 +109,15 @@ def test_408_is_retried() -> None:
     assert run_virtual(main()).attempts == 2
 
 
-@pytest.mark.parametrize(("status", "calls", "unknown"), [(521, 2, False), (522, 2, False), (504, 1, True), (524, 1, True)])
+@pytest.mark.parametrize(
+    ("status", "calls", "unknown"), [(521, 2, False), (522, 2, False), (504, 1, True), (524, 1, True)]
+)
 def test_gateway_statuses_are_certain_or_unknown_as_the_table_says(status: int, calls: int, unknown: bool) -> None:
     t = scripted(error(status), "ok")
 
     async def main() -> Result:
         async with make(t, retry=RetryPolicy(initial_wait=0.1)) as c:
-            return [r async for r in c.stream([msg(1)])][0]
+            return next(r async for r in c.stream([msg(1)]))
 
     r = run_virtual(main())
     assert len(t.calls) == calls
@@ -139,7 +141,7 @@ def test_the_batch_deadline_counts_from_the_first_attempt() -> None:
 
     async def main() -> Result:
         async with make(t, retry=policy) as c:
-            return [r async for r in c.stream([msg(1)])][0]
+            return next(r async for r in c.stream([msg(1)]))
 
     r = run_virtual(main())
     assert r.status is Status.FAILED
