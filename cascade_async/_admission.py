@@ -16,17 +16,14 @@ from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any, Final
 
-import msgspec
-
 from ._errors import ErrorCode, ValidationError
 from ._inputs import BadLine
-from ._models import Message, Result, Status, failure
+from ._models import Message, Result, Status, convert_chunk, failure
 from ._wire import encode_batch
 
 _ids = attrgetter("id")
 #: Keys, quotes, the type name, ttl digits, a timestamp and punctuation of one message.
 _FIXED_BYTES: Final = 240
-_MESSAGES: Final = list[Message]
 
 
 def size_bound(m: Message) -> int:
@@ -92,10 +89,10 @@ class Admission:
         if kinds == {Message}:
             messages: list[Message] = chunk
         elif kinds == {dict}:
-            try:
-                messages = msgspec.convert(chunk, _MESSAGES)
-            except (msgspec.ValidationError, ValidationError):
+            converted = convert_chunk(chunk)
+            if converted is None:
                 return None
+            messages = converted
         else:
             return None
         nbytes = len(encode_batch(messages))

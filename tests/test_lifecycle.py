@@ -182,8 +182,8 @@ def test_sends_left_after_close_timeout_fail_with_a_cascade_error() -> None:
 
 
 def test_send_timeout_raises_timeout_error_and_the_message_is_not_sent_later() -> None:
-    # The first attempt gets a 503, the retry waits; the caller gives up before it.
-    t = scripted(error(503), "ok")
+    # The first attempt gets a 429 that asks for 5 s; the caller gives up before the retry.
+    t = scripted(error(429, **{"Retry-After": "5"}), "ok")
 
     async def main() -> BaseException:
         async with make(t, send_timeout=0.5) as c:

@@ -117,7 +117,8 @@ def test_gateway_statuses_are_certain_or_unknown_as_the_table_says(status: int, 
 
     async def main() -> Result:
         async with make(t, retry=RetryPolicy(initial_wait=0.1)) as c:
-            return next(r async for r in c.stream([msg(1)]))
+            (result,) = [r async for r in c.stream([msg(1)])]
+            return result
 
     r = run_virtual(main())
     assert len(t.calls) == calls
@@ -141,7 +142,8 @@ def test_the_batch_deadline_counts_from_the_first_attempt() -> None:
 
     async def main() -> Result:
         async with make(t, retry=policy) as c:
-            return next(r async for r in c.stream([msg(1)]))
+            (result,) = [r async for r in c.stream([msg(1)])]
+            return result
 
     r = run_virtual(main())
     assert r.status is Status.FAILED
