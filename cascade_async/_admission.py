@@ -12,6 +12,7 @@ one set operation for the duplicate check. Anything unusual falls back to ``admi
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any, Final
@@ -82,9 +83,9 @@ class Admission:
             seen[tid] = None
         return msg, size
 
-    def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int] | None:
-        """A whole chunk at once, with its exact encoded length; None when any item needs a
-        closer look (then ``admit`` each). Nothing is counted or remembered on None."""
+    def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int, bytes] | None:
+        """A whole chunk at once, with its exact encoded length and its encoding; None when any
+        item needs a closer look (then ``admit`` each). Nothing is counted or remembered on None."""
         kinds = set(map(type, chunk))
         if kinds == {Message}:
             messages: list[Message] = chunk
@@ -95,17 +96,25 @@ class Admission:
             messages = converted
         else:
             return None
-        nbytes = len(encode_batch(messages))
+        body = encode_batch(messages)
+        nbytes = len(body)
         if nbytes > self._max_message + 2:
             return None  # maybe one message too large for any batch: look at each
         seen = self.seen
         if seen is not None:
             fresh = dict.fromkeys(map(_ids, messages))
-            if len(fresh) != len(messages) or not seen.keys().isdisjoint(fresh):
+            if len(fresh) != len(messages):
                 return None
+            # One pass over the big dict (its probes are cache misses): add, then count.
+            before = len(seen)
             seen.update(fresh)
+            added = len(seen) - before
+            if added != len(fresh):
+                for tid in list(itertools.islice(reversed(seen), added)):  # undo: they are the newest
+                    del seen[tid]
+                return None
         self.count += len(messages)
-        return messages, nbytes
+        return messages, nbytes, body
 
     def _refuse(self, exc: ValidationError, item: object) -> Result:
         tid = exc.tracking_id or _raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")

@@ -23,6 +23,16 @@ from ._errors import ClientClosedError
 T = TypeVar("T")
 
 
+class Batch(list[T]):
+    """A batch, and its encoded body when admission already made it (one chunk, one encode)."""
+
+    __slots__ = ("body",)
+
+    def __init__(self, items: list[T], body: bytes | None = None) -> None:
+        super().__init__(items)
+        self.body = body
+
+
 class Batcher(Generic[T]):
     def __init__(self, size: int, linger: float, max_bytes: int, measure: Callable[[Sequence[T]], int]) -> None:
         self._size = size
@@ -36,6 +46,7 @@ class Batcher(Generic[T]):
         self._bound = 0
         self._measured = 0
         self._full = False
+        self._body: bytes | None = None  # the whole batch's encoding, while it is one chunk
         self._first_at = 0.0
         self._closed = False
         self._finished = False
@@ -66,6 +77,7 @@ class Batcher(Generic[T]):
                 self._changed.set()
                 return False
         items.append(item)
+        self._body = None
         self._bound += nbytes + 1
         if n == 0:
             self._first_at = asyncio.get_running_loop().time()
@@ -74,8 +86,11 @@ class Batcher(Generic[T]):
             self._changed.set()
         return True
 
-    def extend(self, items: list[T], nbytes: int) -> bool:
-        """Add a whole chunk whose exact encoded length (as a list) is ``nbytes``, if it fits."""
+    def extend(self, items: list[T], nbytes: int, body: bytes | None = None) -> bool:
+        """Add a whole chunk whose exact encoded length (as a list) is ``nbytes``, if it fits.
+
+        ``body``, the chunk's encoding, is sent as it is when the chunk makes the whole batch.
+        """
         n = len(self._items)
         if n + len(items) > self._size or self._full or 1 + self._exact + self._bound + nbytes - 1 > self._max_bytes:
             return False
@@ -87,6 +102,7 @@ class Batcher(Generic[T]):
         else:
             self._bound += nbytes - 1
         self._items += items
+        self._body = body if n == 0 else None
         if n == 0:
             self._first_at = asyncio.get_running_loop().time()
             self._changed.set()
@@ -117,7 +133,7 @@ class Batcher(Generic[T]):
         self._closed = True
         self._changed.set()
 
-    async def take(self) -> list[T] | None:
+    async def take(self) -> Batch[T] | None:
         """The next batch, waiting up to ``linger`` for a partial one to fill."""
         loop = asyncio.get_running_loop()
         while True:
@@ -141,14 +157,15 @@ class Batcher(Generic[T]):
                 if self._items:
                     return self._pop()
 
-    def drain(self) -> list[T]:
+    def drain(self) -> Batch[T]:
         """Whatever was never taken (for failing it clearly at shutdown); no more is accepted."""
         self._finished = True
         return self._pop()
 
-    def _pop(self) -> list[T]:
-        batch = self._items
+    def _pop(self) -> Batch[T]:
+        batch = Batch(self._items, self._body)
         self._items = []
+        self._body = None
         self._exact = self._bound = self._measured = 0
         self._full = False
         self._taken.set()

@@ -175,6 +175,7 @@ class BatchSender:
         attempts: Attempts | None = None,
         *,
         prune: Callable[[], Sequence[Message]] | None = None,
+        body: bytes | None = None,
     ) -> list[Result] | Failed:
         """One batch of unique ids with retries: its results, or its last failure.
 
@@ -183,7 +184,8 @@ class BatchSender:
         last answer.
         """
         state = attempts or Attempts()
-        body = encode_batch(batch)
+        if body is None:
+            body = encode_batch(batch)
         loop = asyncio.get_running_loop()
         stop = Stop(self.policy, self.budget, loop.time)
         # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
@@ -246,17 +248,25 @@ class BatchSender:
         )
 
     async def deliver(
-        self, batch: Sequence[Message], route: Route, recorder: Recorder | None = None, *, isolate: int = 0
+        self,
+        batch: Sequence[Message],
+        route: Route,
+        recorder: Recorder | None = None,
+        *,
+        isolate: int = 0,
+        body: bytes | None = None,
+        unique: bool = False,
     ) -> list[Result]:
         """Exactly one Result per message of ``batch``, in its order.
 
         A batch may repeat a tracking id (``dedupe=False``, or two callers of ``send()``): one
         request holds an id once, since answers are matched by id, so the k-th occurrences
         of ids go in the k-th request. ``isolate`` > 0 lets a 400 be narrowed down to the bad
-        messages with at most that many extra requests.
+        messages with at most that many extra requests. ``unique``: the caller knows the ids
+        are unique (admission with ``dedupe``).
         """
-        if len(set(map(_ids, batch))) == len(batch):  # the usual case, in C
-            return await self._deliver_unique(batch, route, recorder, isolate)
+        if unique or len(set(map(_ids, batch))) == len(batch):  # the usual case, in C
+            return await self._deliver_unique(batch, route, recorder, isolate, body)
         results: list[Result | None] = [None] * len(batch)
         for indices in repeat_rounds(batch):
             part = [batch[i] for i in indices]
@@ -265,9 +275,9 @@ class BatchSender:
         return results  # type: ignore[return-value]  # every index is in exactly one round
 
     async def _deliver_unique(
-        self, batch: Sequence[Message], route: Route, recorder: Recorder | None, isolate: int
+        self, batch: Sequence[Message], route: Route, recorder: Recorder | None, isolate: int, body: bytes | None = None
     ) -> list[Result]:
-        got = await self.send(batch, route, recorder)
+        got = await self.send(batch, route, recorder, body=body)
         if not isinstance(got, Failed):
             return got
         if isolate and len(batch) > 1 and got.splittable:

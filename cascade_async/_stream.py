@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from ._admission import Admission, size_bound
-from ._batching import Batcher
+from ._batching import Batch, Batcher
 from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
@@ -102,6 +102,7 @@ class ResultStream:
         self._isolate = isolate
         self._on_start = on_start
         self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes)
+        self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
         self._batch_tasks: set[asyncio.Task[None]] = set()
@@ -320,9 +321,11 @@ class ResultStream:
         # Every batch's results are queued before the end marker.
         self._queue.put_nowait(_End(self._source_error))
 
-    async def _run_batch(self, batch: list[Message]) -> None:
+    async def _run_batch(self, batch: Batch[Message]) -> None:
         try:
-            results = await self._sender.deliver(batch, self._route, self._recorder, isolate=self._isolate)
+            results = await self._sender.deliver(
+                batch, self._route, self._recorder, isolate=self._isolate, body=batch.body, unique=self._unique
+            )
         except StopCall as exc:
             self._abort(exc.error)
             return

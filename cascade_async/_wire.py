@@ -4,23 +4,45 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from operator import attrgetter
 
 import msgspec
 
-from ._errors import ProtocolError
+from ._errors import CascadeError, ProtocolError
 from ._models import Message, Result, Status, failure
 
 logger = logging.getLogger("cascade_async")
 
 _encoder = msgspec.json.Encoder()
+_ids = attrgetter("id")
+_tracking_ids = attrgetter("tracking_id")
 
 
-class _Ack(msgspec.Struct):
-    message_id: str = msgspec.field(name="messageId")
-    tracking_id: str = msgspec.field(name="trackinId")
+# An answer entry decodes straight into a Result: ``{"messageId", "trackinId"}`` are renamed
+# onto its fields, and its other fields get wire names no answer uses, so an entry that grows
+# a "status" or an "error" of its own is still read (unknown keys are ignored).
+class _Accepted(
+    Result,
+    frozen=True,
+    gc=False,
+    kw_only=True,
+    rename={
+        "tracking_id": "trackinId",
+        "message_id": "messageId",
+        "status": "cascade-async:status",
+        "error": "cascade-async:error",
+        "attempts": "cascade-async:attempts",
+    },
+):
+    tracking_id: str
+    status: Status = Status.ACCEPTED
+    message_id: str
+    error: CascadeError | None = None
+    attempts: int = 1
 
 
-_ack_decoder = msgspec.json.Decoder(list[_Ack])
+_Accepted.__name__ = _Accepted.__qualname__ = "Result"
+_answer_decoder = msgspec.json.Decoder(list[_Accepted])
 
 
 def encode_batch(messages: Sequence[Message]) -> bytes:
@@ -29,29 +51,33 @@ def encode_batch(messages: Sequence[Message]) -> bytes:
 
 
 def results_from_acks(batch: Sequence[Message], body: bytes, *, attempts: int) -> list[Result]:
-    """Match a 200 answer to the request by ``trackinId``, never by position.
+    """Match a 2xx answer to the request by ``trackinId``, never by position.
 
     A request message missing from the answer ends FAILED with a ``ProtocolError`` whose
     outcome is unknown (the provider may have taken it); ids the request did not hold are
     logged and ignored. A body that is not the documented shape raises ``ProtocolError``.
     """
     try:
-        acks = _ack_decoder.decode(body)
+        acks: list[Result] = _answer_decoder.decode(body)  # type: ignore[assignment]  # list is invariant
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ProtocolError(f"200 answer is not the documented shape: {exc}", outcome_unknown=True) from None
+        raise ProtocolError(f"2xx answer is not the documented shape: {exc}", outcome_unknown=True) from None
+    if len(acks) == len(batch) and list(map(_tracking_ids, acks)) == list(map(_ids, batch)):
+        out = acks  # the usual answer: one entry per message, in order (checked, not assumed)
+    else:
+        out = _match(batch, acks, attempts)
+    if attempts != 1:
+        out = [msgspec.structs.replace(r, attempts=attempts) if r.error is None else r for r in out]
+    return out
+
+
+def _match(batch: Sequence[Message], acks: list[Result], attempts: int) -> list[Result]:
     # reversed: the first entry for an id wins when an answer repeats one
-    by_id = {ack.tracking_id: ack.message_id for ack in reversed(acks)}
+    by_id = {ack.tracking_id: ack for ack in reversed(acks)}
     if len(by_id) != len(acks):
         logger.warning("answer repeats %d trackinId(s); keeping the first messageId of each", len(acks) - len(by_id))
     known = len(by_id)
-    accepted = Status.ACCEPTED
     pop = by_id.pop
-    out = [
-        Result(tid, accepted, mid, None, attempts)
-        if (mid := pop(tid := m.id, None)) is not None
-        else _missing(tid, attempts)
-        for m in batch
-    ]
+    out = [ack if (ack := pop(m.id, None)) is not None else _missing(m.id, attempts) for m in batch]
     if by_id:
         logger.warning("answer holds %d trackinId(s) the request did not send; ignored", len(by_id))
     missing = len(batch) - (known - len(by_id))
@@ -62,7 +88,7 @@ def results_from_acks(batch: Sequence[Message], body: bytes, *, attempts: int) -
 
 def _missing(tracking_id: str, attempts: int) -> Result:
     err = ProtocolError(
-        "the 200 answer holds no entry for this message; it may or may not have been accepted",
+        "the 2xx answer holds no entry for this message; it may or may not have been accepted",
         tracking_id=tracking_id,
         outcome_unknown=True,
     )
