@@ -12,10 +12,10 @@ from a second one). Both limiters share three rules:
   lowering is undone in six seconds. botocore's adaptive mode does the same with a cubic curve; a straight
   line is easier to reason about and to reproduce in the shared limiter's Lua script.
 
-The buckets are GCRA (a token bucket kept as one timestamp, the "theoretical arrival time") on the event
-loop's clock. aiolimiter, used before, cannot serve priorities, keep a reserve or show its state before
-committing, all of which the rules above need; GCRA is a few lines and is the same algorithm the shared
-limiter runs in Redis.
+The buckets are token buckets that may go into debt, on the event loop's clock: at a fixed rate the same as
+GCRA, and the same arithmetic the shared limiter runs in Redis. aiolimiter, used before, cannot serve
+priorities, keep a reserve, pause, change its rate or show its state before committing, all of which the
+rules above need; our bucket is a few lines.
 """
 
 from __future__ import annotations
@@ -212,26 +212,38 @@ class Adaptive:
 
 
 class Bucket:
-    """GCRA: ``tat`` is when the bucket would be full again; each token pushes it one interval on."""
+    """A token bucket that may go into debt: ``level`` tokens at loop time ``at``, refilled at the rate in force.
 
-    __slots__ = ("burst", "rate", "tat")
+    (GCRA's single timestamp is the same bucket at a fixed rate; with an adaptive rate, a level is easier to
+    keep right.)
+    """
+
+    __slots__ = ("at", "burst", "level", "rate")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = burst
-        self.tat = -math.inf
+        self.level = float(burst)
+        self.at = -math.inf
+
+    def _level(self, now: float, factor: float) -> float:
+        if now <= self.at:
+            return self.level
+        return min(float(self.burst), self.level + (now - self.at) * self.rate * factor)
 
     def ready_at(self, cost: int, now: float, factor: float, keep: int = 0) -> float:
         """When ``cost`` tokens can be taken leaving ``keep`` behind."""
-        interval = 1.0 / (self.rate * factor)
-        return max(self.tat, now) + (cost + keep - self.burst) * interval
+        short = cost + keep - self._level(now, factor)
+        return now if short <= 0 else now + short / (self.rate * factor)
 
     def take(self, cost: int, now: float, factor: float) -> None:
-        self.tat = max(self.tat, now) + cost / (self.rate * factor)
+        self.level = self._level(now, factor) - cost
+        self.at = now
 
-    def empty_at(self, until: float, factor: float) -> None:
-        """Hold every token until ``until``, then refill from empty."""
-        self.tat = max(self.tat, until + (self.burst - 1) / (self.rate * factor))
+    def empty_at(self, now: float, until: float, factor: float) -> None:
+        """Hold every token until ``until``; then one request may go, and the bucket refills from there."""
+        self.level = min(self._level(now, factor), 1.0 - (until - now) * self.rate * factor)
+        self.at = now
 
 
 def _now() -> float:
@@ -330,7 +342,7 @@ class Limiter:
     def penalize(self, retry_after: float | None) -> None:
         now = _now()
         until = self._adaptive.penalize(now, retry_after)
-        self._requests.empty_at(until, self._adaptive.factor(until))
+        self._requests.empty_at(now, until, self._adaptive.factor(now))
         if any(self._queues.values()):
             self._dispatch()
 
