@@ -15,7 +15,7 @@ from ._errors import (
 from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._journal import Journal
 from ._models import Message, MessageType, Result, Route, Status
-from ._ratelimit import RateLimit
+from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._stream import MessageSource, ResultStream
@@ -39,9 +39,11 @@ __all__ = [
     "Message",
     "MessageSource",
     "MessageType",
+    "Priority",
     "ProtocolError",
     "RateLimit",
     "RateLimitError",
+    "RateLimiter",
     "RawResponse",
     "Result",
     "ResultStream",
@@ -49,6 +51,8 @@ __all__ = [
     "RetryScheduled",
     "Route",
     "ServerError",
+    "SharedLimitFallback",
+    "SharedLimitRecovered",
     "Status",
     "Transport",
     "TransportError",
