@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cascade_async._ratelimit import Priority, RateLimit, RateLimiter, make_limiter  # noqa: E402
+from cascade_async._ratelimit import Priority, RateLimit, RateLimiter, make_limiter
 
 FAST = {"requests_per_second": 1e9, "burst": 10**9, "interactive_reserve": 0}
 

@@ -320,3 +320,15 @@ async def test_a_differently_configured_process_warns_and_the_stricter_setting_w
     finally:
         await a.aclose()
         await b.aclose()
+
+
+def test_a_missing_server_skips_locally_but_fails_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from . import redis_support
+
+    monkeypatch.setattr(redis_support, "find_server", lambda: None)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        redis_support.require_server()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception):
+        redis_support.require_server()
