@@ -113,7 +113,8 @@ if mrate > 0 and messages - mlevel > 0 then wait = math.max(wait, (messages - ml
 wait = math.ceil(wait)
 local granted = interactive or wait <= 0
 if granted then
-  redis.call('HSET', KEYS[1], 'level', f(level - 1), 'at', f(now), 'mlevel', f(mlevel - messages))
+  redis.call('HSET', KEYS[1], 'level', f(level - 1), 'at', f(now))
+  if mrate > 0 then redis.call('HSET', KEYS[1], 'mlevel', f(mlevel - messages)) end
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) + math.max(0, math.floor((pause - now) / 1000)))
 return {granted and 1 or 0, wait, mismatch, f(rate), f(burst), f(mrate), f(mburst)}
@@ -132,7 +133,8 @@ if now >= pause then  -- 429s answered during a pause were sent before it: lower
 end
 pause = math.max(pause, pause_end)
 level = math.min(level, 1 - (pause_end - now) * rate * factor / 1e6)
-redis.call('HSET', KEYS[1], 'level', f(level), 'at', f(now), 'mlevel', f(mlevel), 'pause', f(pause))
+redis.call('HSET', KEYS[1], 'level', f(level), 'at', f(now), 'pause', f(pause))
+if mrate > 0 then redis.call('HSET', KEYS[1], 'mlevel', f(mlevel)) end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[6]) + math.floor((pause - now) / 1000))
 return math.floor(pause - now)
 """

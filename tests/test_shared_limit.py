@@ -332,3 +332,20 @@ def test_a_missing_server_skips_locally_but_fails_on_ci(monkeypatch: pytest.Monk
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception):
         redis_support.require_server()
+
+
+async def test_the_message_bucket_is_shared_too(server: RedisServer, secret: str) -> None:
+    plain = shared(server.url, secret, headroom=0)
+    counted = shared(server.url, secret, batch_size=50, messages_per_second=100, message_burst=100, headroom=0)
+    try:
+        for _ in range(3):
+            await plain.acquire(50)  # no message bucket yet
+        started = time.monotonic()
+        await counted.acquire(50)
+        await counted.acquire(50)
+        assert time.monotonic() - started < 0.1  # the burst of 100 messages, full
+        await plain.acquire(50)  # the stricter setting now counts messages for everyone: 50 more at 100/s
+        assert 0.4 < time.monotonic() - started < 0.65
+    finally:
+        await plain.aclose()
+        await counted.aclose()
