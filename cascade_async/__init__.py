@@ -20,7 +20,7 @@ from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
 from ._models import Message, MessageType, Result, Route, Status
-from ._ratelimit import RateLimit
+from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._sending import Recorder
@@ -49,9 +49,11 @@ __all__ = [
     "Message",
     "MessageSource",
     "MessageType",
+    "Priority",
     "ProtocolError",
     "RateLimit",
     "RateLimitError",
+    "RateLimiter",
     "RawResponse",
     "Recorder",
     "Result",
@@ -60,6 +62,8 @@ __all__ = [
     "RetryScheduled",
     "Route",
     "ServerError",
+    "SharedLimitFallback",
+    "SharedLimitRecovered",
     "Status",
     "TimeoutError",
     "Transport",
