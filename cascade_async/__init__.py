@@ -18,8 +18,11 @@ from ._models import Message, MessageType, Result, Route, Status
 from ._ratelimit import RateLimit
 from ._report import BulkReport
 from ._retry import RetryPolicy
+from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, RawResponse, Transport
+from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
+from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches
 from ._version import __version__
 
 __all__ = [
@@ -35,23 +38,37 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "Event",
     "EventHook",
+    "IdAllocator",
     "Journal",
+    "LocalIdAllocator",
     "Message",
     "MessageSource",
     "MessageType",
+    "Placeholder",
     "ProtocolError",
     "RateLimit",
     "RateLimitError",
     "RawResponse",
+    "RedisIdAllocator",
     "Result",
     "ResultStream",
     "RetryPolicy",
     "RetryScheduled",
     "Route",
+    "SHORT_URL_LENGTH",
+    "SegmentInfo",
     "ServerError",
+    "SmsEncoding",
     "Status",
     "Transport",
     "TransportError",
     "ValidationError",
+    "Variable",
+    "VariablePool",
+    "VariableType",
     "__version__",
+    "check_placeholders",
+    "find_placeholders",
+    "sms_segments",
+    "variable_batches",
 ]
