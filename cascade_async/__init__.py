@@ -20,6 +20,7 @@ from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._stream import MessageSource, ResultStream
+from ._templates import Personalised, Rejected, Template, TemplateItem
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
 from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches
@@ -44,12 +45,14 @@ __all__ = [
     "Message",
     "MessageSource",
     "MessageType",
+    "Personalised",
     "Placeholder",
     "ProtocolError",
     "RateLimit",
     "RateLimitError",
     "RawResponse",
     "RedisIdAllocator",
+    "Rejected",
     "Result",
     "ResultStream",
     "RetryPolicy",
@@ -60,6 +63,8 @@ __all__ = [
     "ServerError",
     "SmsEncoding",
     "Status",
+    "Template",
+    "TemplateItem",
     "Transport",
     "TransportError",
     "ValidationError",

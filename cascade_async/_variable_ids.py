@@ -27,8 +27,8 @@ import secrets
 from collections.abc import Awaitable
 from typing import Any, Final, Protocol
 
-from ._errors import TransportError, ValidationError
-from ._variables import MAX_VARIABLE_ID, UPLOAD_BATCH, Variable, VariableType, value_problem
+from ._errors import TransportError
+from ._variables import MAX_VARIABLE_ID, UPLOAD_BATCH, Variable, VariableType
 
 __all__ = ["IdAllocator", "LocalIdAllocator", "RedisIdAllocator", "VariablePool", "allocator_from_state"]
 
@@ -153,7 +153,7 @@ class VariablePool:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.allocator: IdAllocator = allocator if allocator is not None else LocalIdAllocator()
         self._block_size = block_size
-        self._free = range(0)
+        self._next = self._stop = 0  # the unused part of the current block
         self._known: dict[VariableType, dict[str, Variable]] = {t: {} for t in VariableType}
 
     def __len__(self) -> int:
@@ -168,18 +168,16 @@ class VariablePool:
         var = by_value.get(value)
         if var is not None:
             return var
-        if not self._free:
+        if self._next >= self._stop:
             return None
-        problem = value_problem(kind, value)
-        if problem:
-            raise ValidationError(problem, field="value", tracking_id=None)
-        var = Variable(self._free[0], kind, value)
-        self._free = self._free[1:]
+        var = Variable(self._next, kind, value)  # validates; raises ValidationError (field "value")
+        self._next += 1
         by_value[value] = var
         return var
 
     async def refill(self) -> None:
-        self._free = await self.allocator.allocate(self._block_size)
+        block = await self.allocator.allocate(self._block_size)
+        self._next, self._stop = block.start, block.stop
 
     async def variable(self, kind: VariableType, value: str) -> Variable:
         var = self.get(kind, value)
@@ -193,7 +191,7 @@ class VariablePool:
         return {
             "version": _STATE_VERSION,
             "allocator": self.allocator.state(),
-            "free": [self._free.start, self._free.stop],
+            "free": [self._next, self._stop],
             "block_size": self._block_size,
             "variables": [[v.id, v.type.value, v.value] for by in self._known.values() for v in by.values()],
         }
@@ -204,8 +202,7 @@ class VariablePool:
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unknown variable pool state version {state.get('version')!r}")
         pool = cls(allocator_from_state(state["allocator"], redis=redis), block_size=state["block_size"])
-        start, stop = state["free"]
-        pool._free = range(start, stop)
+        pool._next, pool._stop = state["free"]
         for vid, kind, value in state["variables"]:
             var = Variable(vid, VariableType(kind), value)
             pool._known[var.type][value] = var

@@ -18,7 +18,6 @@ import re
 from collections.abc import Iterable, Iterator
 from itertools import islice
 from typing import Final, NamedTuple
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -44,7 +43,15 @@ UPLOAD_BATCH: Final = 1000
 #: A placeholder, valid or not: group 1 is the type, group 2 whatever stands where the id goes.
 PLACEHOLDER: Final = re.compile(r"%(name|url|short_url)=([^%]*)%")
 
-_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+# scheme://[userinfo@]host[:port][/path][?query][#fragment], host a name or a bracketed IPv6
+# address; no whitespace or control characters anywhere. Cheaper than urlsplit, and stricter.
+_HTTP_URL = re.compile(
+    r"[hH][tT][tT][pP][sS]?://"
+    r"(?:[^\s/?#@\x00-\x1f\x7f]*@)?"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[^\s/?#@:\[\]\x00-\x1f\x7f]+)"
+    r"(?::[0-9]*)?"
+    r"(?:[/?#][^\s\x00-\x1f\x7f]*)?"
+)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newline and tab are fine in a name
 # A tag opening (<b, </b, <!--, <?xml) or a character reference (&amp; &#60; &#x3c;).
 _HTML = re.compile(r"<\s*/?\s*[A-Za-z!?]|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
@@ -122,14 +129,8 @@ def value_problem(kind: VariableType, value: object) -> str | None:
         if _HTML.search(value):
             return "must not contain HTML (tags or character references)"
         return None
-    if _SPACE_OR_CONTROL.search(value):
-        return "must be a URL without spaces or control characters"
-    try:
-        parts = urlsplit(value)
-    except ValueError as exc:
-        return f"is not a valid URL ({exc})"
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        return f"must be an http(s) URL with a host, not {value[:60]!r}"
+    if not _HTTP_URL.fullmatch(value):
+        return f"must be an http(s) URL with a host and no spaces or control characters, not {value[:60]!r}"
     return None
 
 
