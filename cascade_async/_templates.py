@@ -57,7 +57,9 @@ _KEYWORDS: Final = tuple(f"{t.value}=" for t in VariableType)
 _HOLE: Final = "\x00"  # stands for a client-side value in the static analysis below
 
 
-class Personalised(msgspec.Struct, frozen=True):
+# gc=False: it holds a wire dict of strings and Variables (themselves untracked), so it can never
+# be part of a reference cycle; a bulk job makes one per message.
+class Personalised(msgspec.Struct, frozen=True, gc=False):
     """A message in wire form and the variables its text references (to upload before it is sent)."""
 
     message: dict[str, Any]
@@ -326,7 +328,8 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     """
     template = job.template
     getter, fast, checked = job.getter, template._fast, template._render_checked
-    var_slots, sensitive = template._var_slots, template._percent_sensitive
+    var_slots = [(i, kind, f"%{kind.value}=") for i, kind in template._var_slots]
+    sensitive = template._percent_sensitive
     id_field, id_prefix, from_name, message_type = job.id_field, job.id_prefix, job.from_name, job.message_type
     extra = job.extra
     pool_get = job.pool.get if job.pool is not None else None
@@ -340,12 +343,12 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
                 text = fast(values, no_placeholders)
             else:
                 placeholders = []
-                for i, kind in var_slots:
+                for i, kind, prefix in var_slots:
                     var = pool_get(kind, values[i])
                     if var is None:
                         return None
                     variables.append(var)
-                    placeholders.append(var.placeholder)
+                    placeholders.append(f"{prefix}{var.id}%")
                 text = fast(values, placeholders)
         except (KeyError, TypeError, ValueError, AttributeError):  # ValidationError is a ValueError
             return checked(job, row, n)
