@@ -118,8 +118,10 @@ class Template:
         if not "".join(literals).strip() and not fields:
             raise ValueError("template: no text")
         self._percent_sensitive = _percent_sensitive(self._literals, self._fields)
-        # Rendering is one str.format call on (phone, *row values, *placeholders): the format
-        # string applies each client field's spec and puts each variable's placeholder in place.
+        if not self._percent_sensitive and not self._placeholders_intact(_skeleton(literals, fields), None):
+            raise ValueError("template: a placeholder written in the text runs into a field")
+        # The checked path renders with one str.format call on (phone, *row values, *placeholders):
+        # the format string applies each client field's spec and puts each placeholder in place.
         count = len(fields)
         var_slots: list[tuple[int, VariableType]] = []
         pieces: list[str] = []
@@ -249,13 +251,16 @@ class Template:
             return _reject(tid, n, blamed, "a value must not complete or break a placeholder in the text")
         return self._item(job, tid, phone, text, variables)
 
-    def _placeholders_intact(self, text: str, variables: list[Variable]) -> bool:
-        """Whether ``text`` holds exactly the placeholders the template put there, in order."""
+    def _placeholders_intact(self, text: str, variables: list[Variable] | None) -> bool:
+        """Whether ``text`` holds exactly the placeholders the template put there, in order.
+
+        ``variables`` None checks the skeleton, where each variable's id is 1.
+        """
         expected: list[tuple[str, str]] = list(self._expected[0])
-        vars_left = iter(variables)
+        vars_left = iter(variables or ())
         for i, (_, _, kind) in enumerate(self._fields):
             if kind is not None:
-                var = next(vars_left)
+                var = next(vars_left) if variables is not None else Variable(1, kind, "https://x")
                 expected.append((var.type.value, str(var.id)))
             expected.extend(self._expected[i + 1])
         return [(m.group(1), m.group(2)) for m in PLACEHOLDER.finditer(text)] == expected
@@ -362,7 +367,7 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
         message = {"id": tid, "fromName": from_name, "toPhone": values[0], "messageType": message_type, "text": text}
         if extra:
             message.update(extra)
-        if not variables:
+        if not variables:  # as in Template._item, inlined on the hot path
             return message
         return Personalised(message, (variables[0],) if len(variables) == 1 else tuple(dict.fromkeys(variables)))
 
@@ -382,8 +387,8 @@ def _compile(literals: tuple[str, ...], fields: tuple[tuple[str, str, VariableTy
 
     ``render(values, placeholders)`` takes (phone, *field values) and the variables' placeholders,
     and returns None if any value is blank or a client-side one holds ``%``; a non-string value
-    raises AttributeError. The generated
-    source holds only generated names: the template's text and specs are bound as globals.
+    raises AttributeError. The generated source holds only generated names: the template's text
+    and specs are bound as globals, never pasted into code.
     """
     names: dict[str, Any] = {}
     count = len(fields)
@@ -432,15 +437,21 @@ def _plain(name: str) -> bool:
     return not any(c in name for c in ".[]!:{}")
 
 
+def _skeleton(literals: Sequence[str], fields: Sequence[tuple[str, str, VariableType | None]]) -> str:
+    """The text with each variable's placeholder (id 1) and a hole for each client-side value."""
+    skeleton = literals[0]
+    for i, (_, _, kind) in enumerate(fields):
+        skeleton += (f"%{kind.value}=1%" if kind is not None else _HOLE) + literals[i + 1]
+    return skeleton
+
+
 def _percent_sensitive(literals: tuple[str, ...], fields: tuple[tuple[str, str, VariableType | None], ...]) -> bool:
     """Whether a client-side value without ``%`` could still complete a placeholder.
 
     That needs a ``%`` before the value, the text between them being the start of ``name=``,
     ``url=`` or ``short_url=`` (or one of those then an id), and another ``%`` after it.
     """
-    skeleton = literals[0]
-    for i, (_, _, kind) in enumerate(fields):
-        skeleton += (f"%{kind.value}=1%" if kind is not None else _HOLE) + literals[i + 1]
+    skeleton = _skeleton(literals, fields)
     marks = [i for i, c in enumerate(skeleton) if c == "%"]
     for start, end in itertools.pairwise(marks):
         between = skeleton[start + 1 : end]

@@ -303,6 +303,10 @@ async def test_a_row_that_is_not_a_mapping_is_rejected_not_a_crash() -> None:
         pytest.param("Hi {name:{width}}", "nested", id="a nested field"),
         pytest.param("Hi %name=0%", "positive integer", id="a written placeholder with a bad id"),
         pytest.param("   ", "no text", id="no text"),
+        pytest.param(
+            "%name={l:short_url}", "runs into a field", id="a written placeholder left open before a variable"
+        ),
+        pytest.param("%url=1{l:short_url}", "runs into a field", id="a written placeholder that swallows a variable"),
     ],
 )
 def test_a_malformed_template_is_a_value_error(source: str, match: str) -> None:
