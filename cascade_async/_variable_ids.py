@@ -108,7 +108,10 @@ class RedisIdAllocator:
     @classmethod
     def from_url(cls, url: str, *, key: str = DEFAULT_REDIS_KEY, timeout: float = 5.0) -> RedisIdAllocator:
         """Connect lazily with redis-py (``pip install redis``); nothing is imported until called."""
-        import redis.asyncio  # type: ignore[import-not-found, unused-ignore]
+        try:
+            import redis.asyncio  # type: ignore[import-not-found, unused-ignore]
+        except ImportError as exc:
+            raise ImportError("RedisIdAllocator.from_url needs redis-py 5 or later: pip install 'redis>=5'") from exc
 
         client: _IncrBy = redis.asyncio.Redis.from_url(url)
         return cls(client, key=key, timeout=timeout)
@@ -118,7 +121,7 @@ class RedisIdAllocator:
             raise ValueError(f"count must be positive, got {count}")
         try:
             top = await asyncio.wait_for(self._redis.incrby(self.key, count), self._timeout)
-        except (TimeoutError, ConnectionError, OSError) as exc:
+        except Exception as exc:  # redis-py's errors do not derive from the builtin ones
             raise TransportError(f"could not allocate variable ids from Redis key {self.key!r}: {exc!r}") from exc
         top = int(top)
         if top > MAX_VARIABLE_ID:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import asyncio
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -197,9 +199,19 @@ class FakeIncrBy:
         return self.values[name]
 
 
+class RedisLibraryError(Exception):
+    """Like redis.exceptions.ConnectionError: not a subclass of the builtin ConnectionError."""
+
+
 class DownRedis:
     async def incrby(self, name: str, amount: int = 1) -> int:
-        raise ConnectionError("connection refused")
+        raise RedisLibraryError("connection refused")
+
+
+class SlowRedis:
+    async def incrby(self, name: str, amount: int = 1) -> int:
+        await asyncio.sleep(10)
+        return amount
 
 
 async def test_local_blocks_are_consecutive_and_never_overlap() -> None:
@@ -229,9 +241,19 @@ async def test_redis_blocks_come_from_incrby_on_the_shared_key() -> None:
     assert redis.calls == [("k", 1000), ("k", 10)]
 
 
-async def test_redis_being_down_is_a_transport_error_not_a_guess() -> None:
+@pytest.mark.parametrize(
+    "redis",
+    [pytest.param(DownRedis(), id="refused"), pytest.param(SlowRedis(), id="timed out")],
+)
+async def test_redis_being_down_is_a_transport_error_not_a_guess(redis: Any) -> None:
     with pytest.raises(TransportError, match="Redis"):
-        await RedisIdAllocator(DownRedis()).allocate(10)
+        await RedisIdAllocator(redis, timeout=0.01).allocate(10)
+
+
+def test_from_url_without_redis_py_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(ImportError, match="pip install"):
+        RedisIdAllocator.from_url("redis://localhost:6379/0")
 
 
 async def test_the_same_value_gets_the_same_id_and_types_are_kept_apart() -> None:
