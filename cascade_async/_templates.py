@@ -327,6 +327,9 @@ async def _generate(
 def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | None]:
     """The per-row work of one job, with everything it reads bound to local names.
 
+    Two closures, for templates without and with provider variables; both build the same wire
+    dict as ``Template._item``, inlined because this is the per-message cost.
+
     The fast path takes rows whose values are all non-blank strings that add no ``%``; it hands
     any other row to ``Template._render_checked``. None means the pool's block is spent: refill
     it, then render the row again.
@@ -340,21 +343,38 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     pool_get = job.pool.get if job.pool is not None else None
     no_placeholders: list[str] = []
 
+    def render_plain(row: Mapping[str, Any], n: int) -> TemplateItem | None:
+        try:
+            text = fast(values := getter(row), no_placeholders)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return checked(job, row, n)
+        if text is None or sensitive:
+            return checked(job, row, n)
+        tid = row.get(id_field)
+        if tid is None or tid == "":
+            tid = f"{id_prefix}-{n}"
+        elif type(tid) is not str:
+            tid = str(tid)
+        message = {"id": tid, "fromName": from_name, "toPhone": values[0], "messageType": message_type, "text": text}
+        if extra:
+            message.update(extra)
+        return message
+
+    if not var_slots or pool_get is None:
+        return render_plain
+
     def render(row: Mapping[str, Any], n: int) -> TemplateItem | None:
         variables: list[Variable] = []
         try:
             values = getter(row)
-            if pool_get is None:
-                text = fast(values, no_placeholders)
-            else:
-                placeholders = []
-                for i, kind, prefix in var_slots:
-                    var = pool_get(kind, values[i])
-                    if var is None:
-                        return None
-                    variables.append(var)
-                    placeholders.append(f"{prefix}{var.id}%")
-                text = fast(values, placeholders)
+            placeholders = []
+            for i, kind, prefix in var_slots:
+                var = pool_get(kind, values[i])
+                if var is None:
+                    return None
+                variables.append(var)
+                placeholders.append(f"{prefix}{var.id}%")
+            text = fast(values, placeholders)
         except (KeyError, TypeError, ValueError, AttributeError):  # ValidationError is a ValueError
             return checked(job, row, n)
         if text is None or sensitive:
@@ -367,8 +387,6 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
         message = {"id": tid, "fromName": from_name, "toPhone": values[0], "messageType": message_type, "text": text}
         if extra:
             message.update(extra)
-        if not variables:  # as in Template._item, inlined on the hot path
-            return message
         return Personalised(message, (variables[0],) if len(variables) == 1 else tuple(dict.fromkeys(variables)))
 
     return render
