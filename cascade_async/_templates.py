@@ -298,8 +298,12 @@ class _Job:
         self.id_prefix = id_prefix
         self.extra = extra
         self.pool = pool
-        # One C call fetches the phone and every field value (always a tuple: there are >= 2 keys).
-        self.getter = operator.itemgetter(phone_field, *(name for name, _, _ in template._fields))
+        # One C call fetches the phone and every field value; with one key itemgetter returns the
+        # value itself, so a template without fields gets a getter that returns a 1-tuple.
+        names = [name for name, _, _ in template._fields]
+        self.getter: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
+            operator.itemgetter(phone_field, *names) if names else lambda row: (row[phone_field],)
+        )
 
 
 async def _generate(

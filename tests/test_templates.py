@@ -59,6 +59,7 @@ def rejection(item: TemplateItem) -> tuple[str | None, str]:
         pytest.param("{a} and {a}", {"a": "x"}, "x and x", id="a field used twice"),
         pytest.param("{{name}} is {name}", {"name": "Ann"}, "{name} is Ann", id="doubled braces are literal"),
         pytest.param("}}{{", {}, "}{", id="only literal braces"),
+        pytest.param("Sale today", {}, "Sale today", id="no fields at all"),
         pytest.param("{n:>4}|", {"n": "7"}, "   7|", id="a format spec on a string"),
         pytest.param("{n:.2f}", {"n": 3.14159}, "3.14", id="a format spec on a number"),
         pytest.param("Order {n}", {"n": 0}, "Order 0", id="zero is a value not a missing one"),
@@ -326,6 +327,20 @@ def test_impossible_job_arguments_are_value_errors_before_any_row(kwargs: dict[s
     args: dict[str, Any] = {"from_name": "S", "message_type": "promo"} | kwargs
     with pytest.raises(ValueError, match=match):
         Template("{x}").messages([], **args)
+
+
+def test_a_template_without_fields_takes_the_fast_path() -> None:
+    job = _Job(Template("Sale today"), "Shop", "promo", "id", "toPhone", "row", {}, None)
+    calls: list[int] = []
+    job.template._render_checked = lambda *args: calls.append(1)  # type: ignore[method-assign, assignment, return-value]
+    assert _renderer(job)({"toPhone": PHONE}, 1) == {
+        "id": "row-1",
+        "fromName": "Shop",
+        "toPhone": PHONE,
+        "messageType": "promo",
+        "text": "Sale today",
+    }
+    assert calls == []
 
 
 def test_fields_and_variable_fields_are_listed_once_in_order() -> None:
