@@ -24,8 +24,12 @@ from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, S
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._sending import Recorder
+from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._stream import MessageSource, ResultStream
+from ._templates import Personalised, Rejected, Template, TemplateItem
 from ._transport import AiohttpTransport, RawResponse, Transport
+from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
+from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches
 from ._version import __version__
 
 __all__ = [
@@ -45,10 +49,14 @@ __all__ = [
     "ErrorCode",
     "Event",
     "EventHook",
+    "IdAllocator",
     "Journal",
+    "LocalIdAllocator",
     "Message",
     "MessageSource",
     "MessageType",
+    "Personalised",
+    "Placeholder",
     "Priority",
     "ProtocolError",
     "RateLimit",
@@ -56,21 +64,35 @@ __all__ = [
     "RateLimiter",
     "RawResponse",
     "Recorder",
+    "RedisIdAllocator",
+    "Rejected",
     "Result",
     "ResultStream",
     "RetryPolicy",
     "RetryScheduled",
     "Route",
+    "SHORT_URL_LENGTH",
+    "SegmentInfo",
     "ServerError",
     "SharedLimitFallback",
     "SharedLimitRecovered",
+    "SmsEncoding",
     "Status",
+    "Template",
+    "TemplateItem",
     "TimeoutError",
     "Transport",
     "TransportError",
     "ValidationError",
+    "Variable",
+    "VariablePool",
+    "VariableType",
     "__version__",
+    "check_placeholders",
+    "find_placeholders",
     "read_csv",
     "read_json_array",
     "read_jsonl",
+    "sms_segments",
+    "variable_batches",
 ]

@@ -1,0 +1,182 @@
+"""Message variables: the provider substitutes ``%name=N%``, ``%url=N%`` and ``%short_url=N%`` at delivery.
+
+>>> Variable(4, VariableType.SHORT_URL, "https://shop.example/o/42").placeholder
+'%short_url=4%'
+
+Values are uploaded first (``POST /api/items`` with ``{"variables": [...]}``; ``variable_batches``
+builds those bodies), then messages that reference their ids are sent as usual.
+
+Only ``%name=…%``, ``%url=…%`` and ``%short_url=…%`` are placeholders; any other ``%`` is literal
+("50% off" is fine). What sits between ``=`` and the closing ``%`` must be a positive integer id
+written without a sign or leading zeros, or the text is refused (``check_placeholders``).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from typing import Final, NamedTuple
+
+import msgspec
+
+from ._errors import ValidationError
+
+__all__ = [
+    "MAX_VARIABLE_ID",
+    "PLACEHOLDER",
+    "Placeholder",
+    "Variable",
+    "VariableType",
+    "check_placeholders",
+    "find_placeholders",
+    "variable_batches",
+]
+
+#: The largest id accepted: 2**53 - 1, the largest integer every JSON parser reads exactly.
+#: The provider documents no limit.
+MAX_VARIABLE_ID: Final = 2**53 - 1
+#: The provider advises batching uploads; 1000 matches its advice for message batches.
+UPLOAD_BATCH: Final = 1000
+
+#: A placeholder, valid or not: group 1 is the type, group 2 whatever stands where the id goes.
+PLACEHOLDER: Final = re.compile(r"%(name|url|short_url)=([^%]*)%")
+
+# scheme://[userinfo@]host[:port] then the end or one of / ? #; host a name or a bracketed IPv6
+# address. Only the start is matched: the rest of the URL is checked by isprintable() and for
+# spaces, which costs far less than a regex walking the whole path.
+_HTTP_URL_START = re.compile(
+    r"[hH][tT][tT][pP][sS]?://"
+    r"(?:[^/?#@]*@)?"
+    r"(?:\[[0-9A-Fa-f:.]+\]|[^/?#@:\[\]]+)"
+    r"(?::[0-9]*)?"
+    r"(?:[/?#]|\Z)"
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # newline and tab are fine in a name
+# A tag opening (<b, </b, <!--, <?xml) or a character reference (&amp; &#60; &#x3c;).
+_HTML = re.compile(r"<\s*/?\s*[A-Za-z!?]|&(?:[A-Za-z][A-Za-z0-9]*|#[0-9]+|#[xX][0-9A-Fa-f]+);")
+
+
+class VariableType(enum.StrEnum):
+    """What the provider does with a value: insert it, insert a URL, or insert a shortened URL."""
+
+    NAME = "name"
+    URL = "url"
+    SHORT_URL = "short_url"
+
+
+class Placeholder(NamedTuple):
+    type: VariableType
+    id: int
+    start: int
+    end: int
+
+
+class Variable(msgspec.Struct, frozen=True, gc=False):
+    """One value the provider substitutes for ``%type=id%``, checked when it is built.
+
+    ``url`` and ``short_url`` values must be http(s) URLs; https is advised, and ``https`` says
+    whether a value uses it. ``name`` values must not hold HTML. No value may hold a placeholder.
+    """
+
+    id: int
+    type: VariableType
+    value: str
+
+    def __post_init__(self) -> None:
+        _check_variable(self)
+
+    @property
+    def placeholder(self) -> str:
+        return f"%{self.type.value}={self.id}%"
+
+    @property
+    def https(self) -> bool:
+        """False for an ``http://`` URL (the provider advises https) and for ``name`` values."""
+        return self.type is not VariableType.NAME and self.value[:8].lower() == "https://"
+
+
+def _bad(field: str, problem: str) -> ValidationError:
+    return ValidationError(problem, field=field, tracking_id=None)
+
+
+def _check_variable(var: Variable) -> None:
+    if type(var.id) is not int or not 1 <= var.id <= MAX_VARIABLE_ID:
+        raise _bad("id", f"must be a positive integer up to {MAX_VARIABLE_ID}, not {var.id!r}")
+    kind = var.type
+    if not isinstance(kind, VariableType):
+        try:
+            kind = VariableType(kind)
+        except ValueError:
+            raise _bad("type", f"must be one of name, url, short_url, not {kind!r}") from None
+        msgspec.structs.force_setattr(var, "type", kind)
+    problem = value_problem(kind, var.value)
+    if problem:
+        raise _bad("value", problem)
+
+
+def value_problem(kind: VariableType, value: object) -> str | None:
+    """Why ``value`` cannot be a variable of type ``kind``, or None when it can."""
+    if not isinstance(value, str):
+        return f"must be a string, not {type(value).__name__}"
+    if not value.strip():
+        return "must not be empty"
+    if "%" in value and PLACEHOLDER.search(value):
+        return "must not contain a placeholder (%name=…%, %url=…%, %short_url=…%)"
+    if kind is VariableType.NAME:
+        if _CONTROL.search(value):
+            return "must not contain control characters"
+        if _HTML.search(value):
+            return "must not contain HTML (tags or character references)"
+        return None
+    # isprintable() is False for control characters and for every Unicode space but " ".
+    if not (value.isprintable() and " " not in value and _HTTP_URL_START.match(value)):
+        return f"must be an http(s) URL with a host and no spaces or control characters, not {value[:60]!r}"
+    return None
+
+
+def _placeholder_id(raw: str) -> int | None:
+    if not (raw.isascii() and raw.isdigit()) or raw[0] == "0":
+        return None
+    number = int(raw)
+    return number if number <= MAX_VARIABLE_ID else None
+
+
+def check_placeholders(text: str, *, field: str = "text", tracking_id: str | None = None) -> None:
+    """Raise ``ValidationError`` naming ``field`` if a placeholder in ``text`` has no valid id."""
+    if "%" not in text:
+        return
+    for m in PLACEHOLDER.finditer(text):
+        if _placeholder_id(m.group(2)) is None:
+            raise ValidationError(
+                f"placeholder {m.group()[:40]!r} needs a positive integer id (e.g. %{m.group(1)}=1%)",
+                field=field,
+                tracking_id=tracking_id,
+            )
+
+
+def find_placeholders(text: str, *, field: str = "text", tracking_id: str | None = None) -> list[Placeholder]:
+    """Every placeholder in ``text``, in order; an invalid one raises as in ``check_placeholders``."""
+    if "%" not in text:
+        return []
+    check_placeholders(text, field=field, tracking_id=tracking_id)
+    return [
+        Placeholder(VariableType(m.group(1)), int(m.group(2)), m.start(), m.end()) for m in PLACEHOLDER.finditer(text)
+    ]
+
+
+_encoder = msgspec.json.Encoder()
+
+
+class _Body(msgspec.Struct):
+    variables: list[Variable]
+
+
+def variable_batches(variables: Iterable[Variable], size: int = UPLOAD_BATCH) -> Iterator[bytes]:
+    """The ``POST /api/items`` bodies for ``variables``, at most ``size`` to a body, in order."""
+    if not 1 <= size <= 10_000:
+        raise ValueError(f"size must be 1 to 10000, got {size}")
+    items = iter(variables)
+    while chunk := list(islice(items, size)):
+        yield _encoder.encode(_Body(chunk))
