@@ -20,12 +20,23 @@ then half the answer and a reset: mid-response),
 wrong shape), ``missing-ids`` (a 200 that leaves out the last message), ``dup-ids`` (a 200 that
 repeats an entry).
 
-Modules: ``_contract`` (the request rules), ``_faults`` (faults and the rate gate),
-``_server`` (the ``Sandbox``), ``_process`` (the standalone sandbox in a child process).
+Every sandbox also has an inbox: a live web page at ``/`` showing each message as the recipient
+would see it, a JSON API (``GET /sandbox/messages``, ``GET /sandbox/messages/wait``,
+``DELETE /sandbox/messages``) and test helpers:
+
+>>> otp = sb.wait_for(phone="+380501234567")           # sync tests (the pytest fixture)
+>>> otp = await sb.wait_for_async(phone="+380501234567")
+>>> otp.text, otp.channel, otp.message_id
+
+Modules: ``_contract`` (the request rules), ``_faults`` (faults and the rate gate), ``_server``
+(the ``Sandbox``), ``_inbox`` (bounded storage and waiting), ``_records`` (what it hands out),
+``_inbox_web`` (page, JSON, events, Host check), ``_helpers`` (thread-safe test helpers),
+``_process`` (the standalone sandbox in a child process), ``static/`` (the page).
 """
 
 from ._faults import FAULTS
 from ._process import sandbox_process
+from ._records import InboxMessage, Rejection
 from ._server import Sandbox, SandboxStats
 
-__all__ = ["FAULTS", "Sandbox", "SandboxStats", "sandbox_process"]
+__all__ = ["FAULTS", "InboxMessage", "Rejection", "Sandbox", "SandboxStats", "sandbox_process"]

@@ -19,6 +19,9 @@ from aiohttp import web
 from .._models import Route
 from ._contract import Reject, check_auth, check_message, decode_batch
 from ._faults import FaultPlan, RateGate, drop
+from ._helpers import InboxHelpers
+from ._inbox import DEFAULT_MAX_AGE, DEFAULT_MAX_MESSAGES, Inbox
+from ._inbox_web import install_inbox
 
 __all__ = ["Sandbox", "SandboxStats"]
 
@@ -44,8 +47,14 @@ def _error(status: int, code: str, message: str, field: str | None = None, **hea
     )
 
 
-class Sandbox:
-    """A real HTTP server on loopback that behaves like the Cascade Messages API."""
+class Sandbox(InboxHelpers):
+    """A real HTTP server on loopback that behaves like the Cascade Messages API.
+
+    Its inbox (``inbox=True``) serves a live web page at ``/`` and a JSON API under
+    ``/sandbox/messages``; it keeps at most ``inbox_max_messages`` for ``inbox_max_age`` seconds.
+    ``counts``, ``accepted`` and ``stats()`` are separate and unbounded (``record=False`` turns
+    them off). ``allowed_hosts`` adds names the inbox answers to besides loopback and ``host``.
+    """
 
     def __init__(
         self,
@@ -64,6 +73,10 @@ class Sandbox:
         record: bool = True,
         seed: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        inbox: bool = True,
+        inbox_max_messages: int = DEFAULT_MAX_MESSAGES,
+        inbox_max_age: float = DEFAULT_MAX_AGE,
+        allowed_hosts: Iterable[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -86,6 +99,9 @@ class Sandbox:
         self._accepted_messages = 0
         self._statuses: collections.Counter[str] = collections.Counter()
         self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.inbox = Inbox(max_messages=inbox_max_messages, max_age=inbox_max_age) if inbox else None
+        self.allowed_hosts = frozenset({host, *allowed_hosts})
 
     # --- control --------------------------------------------------------------------
 
@@ -94,7 +110,9 @@ class Sandbox:
         self._faults.script(faults)
 
     def reset(self) -> None:
-        """Forget what was recorded (not the configuration)."""
+        """Forget what was recorded, the inbox too (not the configuration)."""
+        if self.inbox is not None:
+            self.inbox.clear()
         self.counts.clear()
         self.accepted.clear()
         self.request_times.clear()
@@ -127,6 +145,8 @@ class Sandbox:
             app.router.add_post(route.value, self._handle)
         app.router.add_get("/sandbox/stats", self._handle_stats)
         app.router.add_post("/sandbox/reset", self._handle_reset)
+        if self.inbox is not None:
+            install_inbox(app, self.inbox, self.allowed_hosts)
         return app
 
     async def start(self) -> Sandbox:
@@ -139,6 +159,7 @@ class Sandbox:
         sockets: Sequence[socket.socket] = server.sockets  # type: ignore[attr-defined]
         self.port = sockets[0].getsockname()[1]
         self._runner = runner
+        self._loop = asyncio.get_running_loop()
         return self
 
     async def stop(self) -> None:
@@ -187,7 +208,7 @@ class Sandbox:
         try:
             check_auth(request.headers, self.api_keys)
         except Reject as r:
-            return _error(r.status, r.code, r.message, r.field)
+            return self._refuse(r, request, body, None)
         if self._gate.over():
             return web.json_response(
                 {"error": "Too Many Requests", "message": "rate limit exceeded", "status": 429},
@@ -205,13 +226,15 @@ class Sandbox:
         if name == "hang":
             await asyncio.sleep(self.hang_seconds)
             return None
+        messages: Any = None
         try:
             messages = decode_batch(request.content_type, body)
             self._check_messages(messages)
         except Reject as r:
-            return _error(r.status, r.code, r.message, r.field)
+            return self._refuse(r, request, body, messages)
         # Accepted from here on: the provider has the messages whatever happens to the answer.
-        self._accept(messages)
+        ids = [str(uuid.uuid4()) for _ in messages]
+        self._accept(messages, ids, request.path)
         if name == "lost":
             return None
         if name == "slow":
@@ -220,7 +243,7 @@ class Sandbox:
             return web.Response(body=b'[{"messageId": "', content_type="application/json")
         if name == "wrong-shape":
             return web.json_response({"accepted": len(messages)})
-        acks = [{"messageId": str(uuid.uuid4()), "trackinId": m["id"]} for m in messages]
+        acks = [{"messageId": mid, "trackinId": m["id"]} for m, mid in zip(messages, ids, strict=True)]
         if name == "truncated":
             full = _encode.encode(acks)
             resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(full))})
@@ -246,7 +269,15 @@ class Sandbox:
                 r.index = i
                 raise
 
-    def _accept(self, messages: list[dict[str, Any]]) -> None:
+    def _refuse(self, r: Reject, request: web.Request, body: bytes, messages: Any) -> web.Response:
+        if self.inbox is not None:
+            detail = {"code": r.code, "message": r.message} | ({"field": r.field} if r.field else {})
+            self.inbox.reject(r.status, detail, request.path, body, messages, r.index)
+        return _error(r.status, r.code, r.message, r.field)
+
+    def _accept(self, messages: list[dict[str, Any]], ids: list[str], path: str) -> None:
+        if self.inbox is not None:
+            self.inbox.add(messages, ids, path)
         self._accepted_requests += 1
         self._accepted_messages += len(messages)
         if self.record:
