@@ -77,6 +77,9 @@ class Inbox:
             event.set()
 
     def reject(self, status: int, error: dict[str, str], path: str, body: bytes, batch: Any, index: int | None) -> None:
+        if batch is None:  # refused before the body was read as messages (401, 415): still find the phone
+            with contextlib.suppress(msgspec.DecodeError):
+                batch = msgspec.json.decode(body)
         offending = batch[index] if isinstance(batch, list) and index is not None else None
         phone: str | None = None
         tid: str | None = None
