@@ -355,3 +355,28 @@ async def test_the_fixture_offers_wait_for_to_users(pytester: pytest.Pytester) -
     )
     outcome = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     outcome.assert_outcomes(passed=2)
+
+
+def test_the_sandbox_command_prints_the_inbox_url_and_serves_the_page() -> None:
+    import socket
+    import subprocess
+    import sys
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cmd = [sys.executable, "-m", "cascade_async.cli", "sandbox", "--port", str(port)]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stdout is not None
+            lines = [proc.stdout.readline(), proc.stdout.readline()]  # blocks until printed, or EOF if it died
+            inbox = [line for line in lines if line.startswith("inbox: ")]
+            assert inbox, lines
+            url = inbox[0].split()[1]
+            assert url == f"http://127.0.0.1:{port}/"
+            with urllib.request.urlopen(url, timeout=5) as page:
+                assert b"Cascade sandbox inbox" in page.read()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
