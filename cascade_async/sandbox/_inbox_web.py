@@ -45,10 +45,6 @@ _encode = msgspec.json.Encoder()
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _guarded(path: str) -> bool:
-    return path == "/" or path.startswith(("/sandbox/", "/static/"))
-
-
 def host_allowed(host_header: str | None, allowed: frozenset[str]) -> bool:
     if not host_header:
         return False
@@ -125,23 +121,33 @@ def install_inbox(app: web.Application, inbox: Inbox, allowed_hosts: Iterable[st
     """Add the inbox's routes, its Host check and its headers to the sandbox's application."""
     allowed = frozenset(h.lower() for h in allowed_hosts)
 
-    @web.middleware
-    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if _guarded(request.path) and not host_allowed(request.headers.get("Host"), allowed):
-            return _error(403, "FORBIDDEN_HOST", "this sandbox does not answer to that Host (DNS rebinding guard)")
-        try:
-            return await handler(request)
-        except _BadParameter as exc:
-            return _error(400, "INVALID_PARAMETER", str(exc), exc.name)
+    def guarded(handler: Handler) -> Handler:
+        # A wrapper per inbox route rather than a middleware: the send routes stay exactly as fast.
+        async def checked(request: web.Request) -> web.StreamResponse:
+            response: web.StreamResponse
+            if not host_allowed(request.headers.get("Host"), allowed):
+                response = _error(403, "FORBIDDEN_HOST", "this sandbox does not answer to that Host (DNS rebinding)")
+            else:
+                try:
+                    response = await handler(request)
+                except _BadParameter as exc:
+                    response = _error(400, "INVALID_PARAMETER", str(exc), exc.name)
+            if not response.prepared:
+                response.headers.update(_COMMON_HEADERS)
+            return response
 
-    async def headers(request: web.Request, response: web.StreamResponse) -> None:
-        if _guarded(request.path):
-            response.headers.update(_COMMON_HEADERS)
-            if request.path == "/":
-                response.headers.update(_PAGE_HEADERS)
+        return checked
+
+    files = {path.name: path for path in STATIC.iterdir() if path.is_file()}
 
     async def page(request: web.Request) -> web.StreamResponse:
-        return web.FileResponse(STATIC / "index.html")
+        return web.FileResponse(files["index.html"], headers=_PAGE_HEADERS)
+
+    async def static(request: web.Request) -> web.StreamResponse:
+        path = files.get(request.match_info["name"])
+        if path is None:
+            raise web.HTTPNotFound()
+        return web.FileResponse(path)
 
     async def list_messages(request: web.Request) -> web.Response:
         limit = int(_number(request, "limit", 100, 1, inbox.max_messages))
@@ -183,18 +189,17 @@ def install_inbox(app: web.Application, inbox: Inbox, allowed_hosts: Iterable[st
     async def closing(app: web.Application) -> None:
         inbox.close()
 
-    app.middlewares.append(guard)
-    app.on_response_prepare.append(headers)
     app.on_shutdown.append(closing)
-    app.router.add_get("/", page)
-    app.router.add_static("/static/", STATIC, show_index=False, follow_symlinks=False)
-    app.router.add_get("/sandbox/messages", list_messages)
-    app.router.add_delete("/sandbox/messages", clear)
-    app.router.add_get("/sandbox/messages/wait", wait_message)
-    app.router.add_get("/sandbox/rejections", list_rejections)
-    app.router.add_get("/sandbox/threads", threads)
-    app.router.add_post("/sandbox/threads/read", mark_read)
-    app.router.add_get("/sandbox/events", events)
+    router = app.router
+    router.add_get("/", guarded(page))
+    router.add_get("/static/{name}", guarded(static))
+    router.add_get("/sandbox/messages", guarded(list_messages))
+    router.add_delete("/sandbox/messages", guarded(clear))
+    router.add_get("/sandbox/messages/wait", guarded(wait_message))
+    router.add_get("/sandbox/rejections", guarded(list_rejections))
+    router.add_get("/sandbox/threads", guarded(threads))
+    router.add_post("/sandbox/threads/read", guarded(mark_read))
+    router.add_get("/sandbox/events", guarded(events))
 
 
 def _event(name: str, payload: object) -> bytes:
@@ -203,7 +208,9 @@ def _event(name: str, payload: object) -> bytes:
 
 async def _stream_events(request: web.Request, inbox: Inbox) -> web.StreamResponse:
     """``messages``, ``rejected``, ``cleared`` and ``resync`` (reload your view) events, coalesced."""
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"})
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "X-Accel-Buffering": "no", **_COMMON_HEADERS}
+    )
     await response.prepare(request)
     cursor, generation = inbox.last_seq, inbox.generation
     try:
