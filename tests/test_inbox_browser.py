@@ -196,6 +196,7 @@ def test_the_thread_shows_sender_text_channel_type_schedule_ttl_and_ids(page: An
     assert "Viber" in survey
     assert "Rate us" in survey
     assert thread_button(page, phone).find_elements("css selector", ".badge") == []  # opened: read
+    assert not page.find_element("id", "older").is_displayed()  # three messages: nothing older to load
 
 
 def test_survey_options_are_real_buttons(page: Any, sandbox: Sandbox) -> None:
@@ -338,6 +339,11 @@ def test_the_list_and_a_thread_render_under_200_ms_with_10000_stored_messages(
     open_thread(page, hot)
     until(page, lambda d: d.execute_script("return window.inboxTimings.thread !== undefined"))
     thread_ms = page.execute_script("return window.inboxTimings.thread")
+    assert len(css(page, "#bubbles > li")) == 100
+    page.find_element("id", "older").click()
+    until(page, lambda d: len(css(d, "#bubbles > li")) == 200)
+    first = css(page, "#bubbles > li")[0].find_element("css selector", ".text").text
+    assert first == "Thread message 800"  # paged back in order
     save_screenshot(page, tmp_path, "inbox-10000.png")
     print(f"\ninbox with 10,000 messages: list {list_ms:.1f} ms, thread {thread_ms:.1f} ms")
     assert list_ms < 200

@@ -134,7 +134,7 @@
     );
     const body = [];
     if (m.messageType === "flashcall") {
-      body.push(el("p", { className: "call", text: `📞 Incoming call from ${m.fromName}` }));
+      body.push(el("p", { className: "call", text: `Incoming call from ${m.fromName}` }));
       if (m.renderedText) body.push(el("p", { className: "text", text: m.renderedText }));
     } else {
       body.push(el("p", { className: "text", text: m.renderedText ?? m.text ?? "" }));
