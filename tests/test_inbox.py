@@ -380,3 +380,19 @@ def test_the_sandbox_command_prints_the_inbox_url_and_serves_the_page() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=10)
+
+
+async def test_a_restarted_sandbox_still_waits_and_keeps_its_inbox() -> None:
+    sb = Sandbox()
+    await sb.start()
+    assert await post(sb, [wire(1)]) == 200
+    await sb.stop()
+    await sb.start()
+    try:
+        assert [m.tracking_id for m in sb.messages()] == ["m1"]
+        waiting = asyncio.create_task(sb.wait_for_async(q="again", timeout=5))
+        await asyncio.sleep(0)
+        assert await post(sb, [wire(2, text="again")]) == 200
+        assert (await waiting).tracking_id == "m2"
+    finally:
+        await sb.stop()

@@ -160,6 +160,8 @@ class Sandbox(InboxHelpers):
         self.port = sockets[0].getsockname()[1]
         self._runner = runner
         self._loop = asyncio.get_running_loop()
+        if self.inbox is not None:
+            self.inbox.closed = False  # a restarted sandbox serves its inbox again
         return self
 
     async def stop(self) -> None:
