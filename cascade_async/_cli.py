@@ -414,6 +414,8 @@ class _Reporter:
 @click.option("--reject-sender", multiple=True, help="fromName values answered with 400.")
 @click.option("--reject-prefix", multiple=True, help="toPhone prefixes answered with 400 INVALID_PHONE.")
 @click.option("--no-record", is_flag=True, help="Do not keep accepted messages (long benchmark runs).")
+@click.option("--no-inbox", is_flag=True, help="Serve no inbox page (it keeps a bounded number of messages).")
+@click.option("--allow-host", multiple=True, help="Host names the inbox answers to besides loopback and --host.")
 @click.option("--seed", type=int, default=None)
 def sandbox_command(
     host: str,
@@ -427,6 +429,8 @@ def sandbox_command(
     reject_sender: tuple[str, ...],
     reject_prefix: tuple[str, ...],
     no_record: bool,
+    no_inbox: bool,
+    allow_host: tuple[str, ...],
     seed: int | None,
 ) -> None:
     """Run the sandbox API server until interrupted (Ctrl-C)."""
@@ -450,6 +454,8 @@ def sandbox_command(
             reject_prefixes=reject_prefix,
             record=not no_record,
             seed=seed,
+            inbox=not no_inbox,
+            allowed_hosts=allow_host,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -464,6 +470,8 @@ async def _serve(sb: Sandbox) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with sb:
         print(f"cascade-async sandbox listening on {sb.url} (stats: {sb.url}/sandbox/stats)", flush=True)
+        if sb.inbox is not None:
+            print(f"inbox: {sb.url}/ (open it in a browser; send with --base-url {sb.url})", flush=True)
         await stop.wait()
     print(f"sandbox stopped: {sb.stats()}", flush=True)
 

@@ -4,6 +4,11 @@
 ...     app = make_app(cascade_base_url=cascade_sandbox.url)   # your code, your loop
 ...     ...
 ...     assert cascade_sandbox.stats().accepted_messages == 1
+...     otp = cascade_sandbox.wait_for(phone="+380501234567")  # blocks until it arrives
+...     assert "code" in otp.text
+
+Async tests wait with ``await cascade_sandbox.wait_for_async(phone=...)``; the inbox page is at
+``cascade_sandbox.url + "/"``.
 
 The sandbox runs on its own event loop in a background thread, so the fixture works for
 sync tests and for async tests under any plugin or loop. Knobs come from a marker:

@@ -1,0 +1,287 @@
+"""The sandbox server: the contract's routes over real sockets, with faults and recording."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as _dt
+import random
+import socket
+import ssl
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from .._models import Route
+from ._contract import Reject, check_auth, check_message, decode_batch
+from ._faults import FaultPlan, RateGate, drop
+from ._helpers import InboxHelpers
+from ._inbox import DEFAULT_MAX_AGE, DEFAULT_MAX_MESSAGES, Inbox
+from ._inbox_web import install_inbox
+
+__all__ = ["Sandbox", "SandboxStats"]
+
+_encode = msgspec.json.Encoder()
+
+
+class SandboxStats(msgspec.Struct, frozen=True):
+    requests: int  # every POST to a cascade route
+    accepted_requests: int
+    accepted_messages: int  # counting repeats
+    unique_ids: int
+    max_count: int  # the most times one tracking id was accepted (1 = exactly once)
+    duplicated_ids: int  # ids accepted more than once
+    statuses: dict[str, int]  # answers by status, and dropped connections as "reset"
+
+
+def _error(status: int, code: str, message: str, field: str | None = None, **headers: str) -> web.Response:
+    detail: dict[str, str] = {"code": code, "message": message}
+    if field is not None:
+        detail["field"] = field
+    return web.Response(
+        status=status, body=_encode.encode({"error": detail}), content_type="application/json", headers=headers
+    )
+
+
+class Sandbox(InboxHelpers):
+    """A real HTTP server on loopback that behaves like the Cascade Messages API.
+
+    Its inbox (``inbox=True``) serves a live web page at ``/`` and a JSON API under
+    ``/sandbox/messages``; it keeps at most ``inbox_max_messages`` for ``inbox_max_age`` seconds.
+    ``counts``, ``accepted`` and ``stats()`` are separate and unbounded (``record=False`` turns
+    them off). ``allowed_hosts`` adds names the inbox answers to besides loopback and ``host``.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency: float | tuple[float, float] = 0.0,
+        faults: Iterable[str] = (),
+        fault_rates: Mapping[str, float] | None = None,
+        rate_limit: float | None = None,
+        rate_burst: int | None = None,
+        reject_senders: Iterable[str] = (),
+        reject_prefixes: Iterable[str] = (),
+        api_keys: Iterable[str] | None = None,
+        hang_seconds: float = 3600.0,
+        record: bool = True,
+        seed: int | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        inbox: bool = True,
+        inbox_max_messages: int = DEFAULT_MAX_MESSAGES,
+        inbox_max_age: float = DEFAULT_MAX_AGE,
+        allowed_hosts: Iterable[str] = (),
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.latency = latency
+        self._rng = random.Random(seed)
+        self._faults = FaultPlan(self._rng, faults, fault_rates)
+        self._gate = RateGate(rate_limit, rate_burst)
+        self.reject_senders = frozenset(reject_senders)
+        self.reject_prefixes = tuple(reject_prefixes)
+        self.api_keys = None if api_keys is None else frozenset(api_keys)
+        self.hang_seconds = hang_seconds
+        self.record = record
+        self._ssl = ssl_context
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.accepted: list[dict[str, Any]] = []  # every accepted message, in order (when recording)
+        self.request_times: list[float] = []  # loop time of every POST's arrival (when recording)
+        self.route_counts: collections.Counter[str] = collections.Counter()  # POSTs by path
+        self._requests = 0
+        self._accepted_requests = 0
+        self._accepted_messages = 0
+        self._statuses: collections.Counter[str] = collections.Counter()
+        self._runner: web.AppRunner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.inbox = Inbox(max_messages=inbox_max_messages, max_age=inbox_max_age) if inbox else None
+        self.allowed_hosts = frozenset({host, *allowed_hosts})
+
+    # --- control --------------------------------------------------------------------
+
+    def script(self, faults: Iterable[str]) -> None:
+        """Queue faults: each later request takes the next one (then normal service)."""
+        self._faults.script(faults)
+
+    def reset(self) -> None:
+        """Forget what was recorded, the inbox too (not the configuration)."""
+        if self.inbox is not None:
+            self.inbox.clear()
+        self.counts.clear()
+        self.accepted.clear()
+        self.request_times.clear()
+        self.route_counts.clear()
+        self._requests = self._accepted_requests = self._accepted_messages = 0
+        self._statuses.clear()
+
+    def stats(self) -> SandboxStats:
+        counts = self.counts
+        return SandboxStats(
+            requests=self._requests,
+            accepted_requests=self._accepted_requests,
+            accepted_messages=self._accepted_messages,
+            unique_ids=len(counts),
+            max_count=max(counts.values(), default=0),
+            duplicated_ids=sum(1 for c in counts.values() if c > 1),
+            statuses=dict(self._statuses),
+        )
+
+    @property
+    def url(self) -> str:
+        if self._runner is None:
+            raise RuntimeError("the sandbox is not running")
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        for route in Route:
+            app.router.add_post(route.value, self._handle)
+        app.router.add_get("/sandbox/stats", self._handle_stats)
+        app.router.add_post("/sandbox/reset", self._handle_reset)
+        if self.inbox is not None:
+            install_inbox(app, self.inbox, self.allowed_hosts)
+        return app
+
+    async def start(self) -> Sandbox:
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, self.host, self.port, ssl_context=self._ssl)
+        await site.start()
+        server = site._server
+        assert server is not None
+        sockets: Sequence[socket.socket] = server.sockets  # type: ignore[attr-defined]
+        self.port = sockets[0].getsockname()[1]
+        self._runner = runner
+        self._loop = asyncio.get_running_loop()
+        if self.inbox is not None:
+            self.inbox.closed = False  # a restarted sandbox serves its inbox again
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Sandbox:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- serving --------------------------------------------------------------------
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return web.Response(body=msgspec.json.encode(self.stats()), content_type="application/json")
+
+    async def _handle_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.Response(status=204)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._requests += 1
+        self.route_counts[request.path] += 1
+        if self.record:
+            self.request_times.append(asyncio.get_running_loop().time())
+        response = await self._answer(request)
+        self._statuses[str(response.status) if response is not None else "reset"] += 1
+        if response is None:
+            drop(request)
+            raise asyncio.CancelledError  # nothing more to send on a dropped connection
+        return response
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse | None:
+        latency = self.latency
+        delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        fault = self._faults.next()  # every request takes one, whatever happens next
+        if fault == "reset-early":
+            return None
+        body = await request.read()
+        if delay:
+            await asyncio.sleep(delay)
+        try:
+            check_auth(request.headers, self.api_keys)
+        except Reject as r:
+            return self._refuse(r, request, body, None)
+        if self._gate.over():
+            return web.json_response(
+                {"error": "Too Many Requests", "message": "rate limit exceeded", "status": 429},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
+        name, _, arg = fault.partition(":")
+        if name == "429":
+            extra = {"Retry-After": arg} if arg else {}
+            return _error(429, "RATE_LIMITED", "Too many requests", **extra)
+        if name in ("500", "502", "503", "504"):
+            return _error(int(name), "SERVER_ERROR", f"injected {name}")
+        if name in ("reset", "reset-early"):
+            return None
+        if name == "hang":
+            await asyncio.sleep(self.hang_seconds)
+            return None
+        messages: Any = None
+        try:
+            messages = decode_batch(request.content_type, body)
+            self._check_messages(messages)
+        except Reject as r:
+            return self._refuse(r, request, body, messages)
+        # Accepted from here on: the provider has the messages whatever happens to the answer.
+        ids = [str(uuid.uuid4()) for _ in messages]
+        self._accept(messages, ids, request.path)
+        if name == "lost":
+            return None
+        if name == "slow":
+            await asyncio.sleep(self.hang_seconds)
+        if name == "malformed":
+            return web.Response(body=b'[{"messageId": "', content_type="application/json")
+        if name == "wrong-shape":
+            return web.json_response({"accepted": len(messages)})
+        acks = [{"messageId": mid, "trackinId": m["id"]} for m, mid in zip(messages, ids, strict=True)]
+        if name == "truncated":
+            full = _encode.encode(acks)
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Length": str(len(full))})
+            await resp.prepare(request)
+            await resp.write(full[: len(full) // 2])
+            return None
+        if name == "missing-ids":
+            acks.pop()
+        elif name == "dup-ids":
+            acks.append(dict(acks[0], messageId=str(uuid.uuid4())))
+        return web.Response(body=_encode.encode(acks), content_type="application/json")
+
+    def _check_messages(self, messages: list[Any]) -> None:
+        now = _dt.datetime.now(_dt.UTC)
+        for i, m in enumerate(messages):
+            try:
+                check_message(m, now)
+                if m["fromName"] in self.reject_senders:
+                    raise Reject(400, "SENDER_NOT_ALLOWED", "sender name is not registered", "fromName")
+                if self.reject_prefixes and m["toPhone"].startswith(self.reject_prefixes):
+                    raise Reject(400, "INVALID_PHONE", "Invalid phone number format", "toPhone")
+            except Reject as r:
+                r.index = i
+                raise
+
+    def _refuse(self, r: Reject, request: web.Request, body: bytes, messages: Any) -> web.Response:
+        if self.inbox is not None:
+            detail = {"code": r.code, "message": r.message} | ({"field": r.field} if r.field else {})
+            self.inbox.reject(r.status, detail, request.path, body, messages, r.index)
+        return _error(r.status, r.code, r.message, r.field)
+
+    def _accept(self, messages: list[dict[str, Any]], ids: list[str], path: str) -> None:
+        if self.inbox is not None:
+            self.inbox.add(messages, ids, path)
+        self._accepted_requests += 1
+        self._accepted_messages += len(messages)
+        if self.record:
+            self.counts.update(m["id"] for m in messages)
+            self.accepted.extend(messages)
