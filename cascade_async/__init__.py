@@ -23,8 +23,8 @@ from ._models import Message, MessageType, Result, Route, Status
 from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered
 from ._report import BulkReport
 from ._retry import RetryPolicy
-from ._sending import Recorder
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
+from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
 from ._templates import Personalised, Rejected, Template, TemplateItem
 from ._transport import AiohttpTransport, RawResponse, Transport

@@ -8,7 +8,8 @@ from typing import IO, Final
 import msgspec
 
 from ._errors import APIError
-from ._models import Result
+from ._inputs import BadLine
+from ._models import Result, Status, failure
 
 COLUMNS: Final = (
     "trackingId",
@@ -64,12 +65,18 @@ class ResultWriter:
         self._encoder = msgspec.json.Encoder()
 
     def write(self, result: Result, line: int | None = None) -> None:
+        if line is None:
+            line = getattr(result.error, "line", None)  # a rejected input line knows its number
         row = row_for(result, line)
         if self._csv is not None:
             self._csv.writerow({k: ("" if v is None else v) for k, v in msgspec.structs.asdict(row).items()})
         else:
             self._stream.write(self._encoder.encode(row).decode())
             self._stream.write("\n")
+
+    def write_bad_line(self, bad: BadLine) -> None:
+        err = bad.error
+        self.write(failure(err.tracking_id or f"<line {bad.line}>", Status.REJECTED, err, 0), bad.line)
 
 
 def output_format(path: str) -> str:

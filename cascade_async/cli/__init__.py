@@ -7,7 +7,7 @@ import sys
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        from ._cli import cli
+        from ._app import cli
     except ImportError as exc:  # click or rich missing
         print(
             f"cascade-async: the command line needs the 'cli' extra ({exc.name} is missing):\n"
@@ -16,7 +16,3 @@ def main(argv: list[str] | None = None) -> None:
         )
         raise SystemExit(2) from None
     cli.main(args=argv, prog_name="cascade-async")
-
-
-if __name__ == "__main__":
-    main()

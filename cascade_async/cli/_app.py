@@ -1,0 +1,20 @@
+"""The click group; each command lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from ._sandbox import sandbox_command
+from ._send import send
+
+__all__ = ["cli"]
+
+
+@click.group()
+@click.version_option(package_name="cascade-async")
+def cli() -> None:
+    """Send messages through SMSBAT's Cascade Messages API, or run a local sandbox of it."""
+
+
+cli.add_command(send)
+cli.add_command(sandbox_command)

@@ -1,0 +1,265 @@
+"""``cascade-async send``: a bulk job from a file, thin over ``CascadeClient.stream``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Iterator
+from typing import IO, Any
+
+import click
+from rich.console import Console
+
+from .._admission import is_duplicate
+from .._client import CascadeClient
+from .._errors import AuthenticationError, EndpointError
+from .._inputs import FORMATS, BadLine, detect_format, read_messages
+from .._journal import Journal
+from .._outputs import ResultWriter, output_format
+from .._ratelimit import RateLimit
+from .._report import Tally
+from ..sandbox import Sandbox
+from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles
+from ._progress import Reporter
+
+__all__ = ["send"]
+
+
+@dataclasses.dataclass
+class Job:
+    stream: IO[bytes]
+    fmt: str
+    writer: ResultWriter | None
+    client_options: dict[str, Any]
+    use_sandbox: bool
+    sandbox_latency: float
+    total: int | None
+    show_bar: bool
+    journal_path: str | None
+    resend_unknown: bool
+
+
+@click.command()
+@click.argument("file", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
+@connection_options
+@click.option("--route", type=click.Choice(sorted(ROUTES)), default="cascade", show_default=True)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", *FORMATS]),
+    default="auto",
+    show_default=True,
+    help="Input format; auto goes by extension, then by the first character.",
+)
+@click.option("--batch-size", type=click.IntRange(1, 1000), default=500, show_default=True)
+@click.option("--max-in-flight", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=100.0,
+    show_default=True,
+    help="Requests per second (burst 1.5x).",
+)
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write one result row per input: .csv for CSV, anything else JSONL.",
+)
+@click.option("--dry-run", is_flag=True, help="Validate only; report bad lines; send nothing.")
+@click.option(
+    "--sandbox",
+    "use_sandbox",
+    is_flag=True,
+    help="Start an embedded local sandbox and send to it; nothing leaves this machine.",
+)
+@click.option(
+    "--sandbox-latency",
+    type=float,
+    default=0.1,
+    show_default=True,
+    help="Latency of the embedded sandbox per request, seconds.",
+)
+@click.option(
+    "--journal",
+    "journal_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite journal of every outcome: running the same job again sends only what is left.",
+)
+@click.option(
+    "--resend-unknown",
+    is_flag=True,
+    help="With --journal: also resend messages whose outcome is unknown (they may arrive twice).",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool | None, **options: Any) -> None:
+    """Send every message in FILE (JSONL, a JSON array, or CSV with wire-form columns; - for stdin)."""
+    out, err = consoles()
+    with _opened(file) as stream, _writer(output) as writer:
+        if fmt == "auto":
+            head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
+            fmt = detect_format("" if file == "-" else file, head)
+        if dry_run:
+            code = asyncio.run(_dry_run(stream, fmt, writer, out))
+        else:
+            job = Job(
+                stream=stream,
+                fmt=fmt,
+                writer=writer,
+                client_options=_client_options(options),
+                use_sandbox=options["use_sandbox"],
+                sandbox_latency=options["sandbox_latency"],
+                total=_count_lines(file, fmt),
+                show_bar=err.is_terminal if progress is None else progress,
+                journal_path=options["journal_path"],
+                resend_unknown=options["resend_unknown"],
+            )
+            code = asyncio.run(run(job, out, err))
+    sys.exit(code)
+
+
+def _client_options(options: dict[str, Any]) -> dict[str, Any]:
+    rate = options["rate"]
+    return {
+        "api_key": options["api_key"],
+        "viber_token": options["viber_token"],
+        "telegram_key": options["telegram_key"],
+        "base_url": options["base_url"],
+        "route": ROUTES[options["route"]],
+        "batch_size": options["batch_size"],
+        "max_in_flight": options["max_in_flight"],
+        "rate_limit": RateLimit(requests_per_second=rate, burst=max(1, int(rate * 1.5))),
+    }
+
+
+@contextlib.contextmanager
+def _opened(file: str) -> Iterator[IO[bytes]]:
+    if file == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(file, "rb") as stream:
+            yield stream
+
+
+@contextlib.contextmanager
+def _writer(output: str | None) -> Iterator[ResultWriter | None]:
+    if output is None:
+        yield None
+    else:
+        with open(output, "w", encoding="utf-8", newline="") as f:
+            yield ResultWriter(f, output_format(output))
+
+
+def _count_lines(path: str, fmt: str) -> int | None:
+    """Lines in the file (a cheap total for the progress bar); CSV less its header."""
+    if path == "-" or fmt not in ("jsonl", "csv"):
+        return None
+    n = 0
+    last = b"\n"
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                n += chunk.count(b"\n")
+                last = chunk[-1:]
+    except OSError:
+        return None
+    if last != b"\n":
+        n += 1
+    return max(0, n - 1) if fmt == "csv" else n
+
+
+async def _dry_run(stream: IO[bytes], fmt: str, writer: ResultWriter | None, out: Console) -> int:
+    good = bad = 0
+    async for item in read_messages(stream, fmt):
+        if isinstance(item, BadLine):
+            bad += 1
+            text = str(item.error)
+            out.print(text if item.error.line is not None else f"line {item.line}: {text}", markup=False)
+            if writer:
+                writer.write_bad_line(item)
+        else:
+            good += 1
+    out.print(f"dry run: {good} valid, {bad} invalid; nothing was sent")
+    return EXIT_OK if bad == 0 else EXIT_SOME_FAILED
+
+
+@contextlib.asynccontextmanager
+async def _target(job: Job, err: Console) -> AsyncIterator[dict[str, Any]]:
+    """The client's options, pointed at an embedded sandbox when asked."""
+    options = dict(job.client_options)
+    if not job.use_sandbox:
+        yield options
+        return
+    async with Sandbox(latency=job.sandbox_latency) as sandbox:
+        options["base_url"] = sandbox.url
+        if not (options["api_key"] or options["viber_token"] or options["telegram_key"]):
+            options["api_key"] = "sandbox"
+        err.print(f"Sandbox mode: sending to an embedded local server at {sandbox.url}; nothing leaves this machine.")
+        yield options
+
+
+async def run(job: Job, out: Console, err: Console) -> int:
+    async with _target(job, err) as options:
+        try:
+            client = CascadeClient(**options)
+            journal = Journal(job.journal_path) if job.journal_path else None
+        except (ValueError, sqlite3.Error) as exc:
+            err.print(f"error: {exc}", markup=False)
+            return EXIT_USAGE
+        tally = Tally()
+        reporter = Reporter(tally, job.total, job.show_bar, err)
+        rejected: list[str] = []
+        try:
+            async with client:
+                source = read_messages(job.stream, job.fmt)
+                results = (
+                    journal.stream(client, source, resend_unknown=job.resend_unknown)
+                    if journal
+                    else client.stream(source)
+                )
+                async with results:
+                    reporter.start()
+                    async for batch in results.batches():
+                        for result in batch:
+                            tally.add(result, duplicate=is_duplicate(result))
+                            if job.writer:
+                                job.writer.write(result)
+                            if result.error is not None and not result.ok and len(rejected) < 20:
+                                rejected.append(str(result.error))
+        except AuthenticationError as exc:
+            reporter.stop()
+            err.print(f"authentication failed: {exc}; no further messages were sent", markup=False)
+            return EXIT_USAGE
+        except EndpointError as exc:
+            reporter.stop()
+            err.print(f"the endpoint is wrong: {exc}; nothing was settled, fix --base-url and run again", markup=False)
+            return EXIT_USAGE
+        finally:
+            reporter.stop()
+        for text in rejected:
+            err.print(text, markup=False)
+        out.print(f"Done. {reporter.line()}", markup=False)
+        unknown = _journal_summary(journal, job, out) if journal else []
+        if job.use_sandbox:
+            out.print("(sandbox: nothing left this machine)")
+        return EXIT_OK if tally.all_accepted and not unknown else EXIT_SOME_FAILED
+
+
+def _journal_summary(journal: Journal, job: Job, out: Console) -> list[str]:
+    unknown = journal.unknown()
+    note = "" if job.resend_unknown else " (not resent: --resend-unknown sends them, and they may arrive twice)"
+    out.print(
+        f"journal {job.journal_path}: skipped {journal.skipped_done} already settled, "
+        f"{journal.skipped_unknown} of unknown outcome{note}",
+        markup=False,
+    )
+    if unknown:
+        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+        out.print(f"{len(unknown)} message(s) of unknown outcome: {shown}", markup=False)
+    journal.close()
+    return unknown
