@@ -22,6 +22,7 @@ from ._errors import (
     CascadeError,
     ClientClosedError,
     EndpointError,
+    RateLimitError,
     ValidationError,
     Verdict,
     classify,
@@ -29,9 +30,9 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
-from ._ratelimit import Limiter
+from ._ratelimit import Limiter, Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
-from ._transport import Transport
+from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
@@ -151,6 +152,56 @@ class BatchSender:
         if classify(raw.status) is not Verdict.OK:
             raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
         return results_from_acks(batch, raw.body, attempts=attempt)
+
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        limiter: RateLimiter | None = None,
+        priority: Priority = Priority.BULK,
+        errors: Mapping[int, type[APIError]] | None = None,
+    ) -> RawResponse:
+        """One request that is not a batch (status, uploads), with the same retries and budget.
+
+        ``limiter`` is taken once per attempt; ``errors`` maps a status to the ``APIError``
+        class it means on this route (404 on the status host is ``MessageNotFoundError``), in
+        place of the send routes' reading. Returns the 2xx answer or raises its ``CascadeError``.
+        """
+        request = getattr(self._transport, "request", None)
+        if request is None:
+            raise TypeError(f"{type(self._transport).__name__} has no request(method, url, headers, body) method")
+        loop = asyncio.get_running_loop()
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=Stop(self.policy, self.budget, loop.time),
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if limiter is not None:
+                    await limiter.acquire(1, priority=priority)
+                if self.closed:
+                    raise ClientClosedError("the client is closed; nothing more is sent")
+                raw: RawResponse = await request(method, url, headers, body)
+                known = (errors or {}).get(raw.status)
+                if known is not None:
+                    generic = error_from_response(raw.status, raw.headers, raw.body)
+                    raise known(str(generic.message), status=raw.status, code=generic.code, body=generic.body)
+                if classify(raw.status) is not Verdict.OK:
+                    exc = error_from_response(raw.status, raw.headers, raw.body)
+                    if limiter is not None and isinstance(exc, RateLimitError):
+                        limiter.penalize(exc.retry_after)
+                    raise exc
+                if limiter is not None:
+                    limiter.on_success()
+                self.budget.refund()
+                return raw
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
 
     def _emit_sent(
         self,
