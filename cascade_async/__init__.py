@@ -1,6 +1,7 @@
 """cascade-async: the asyncio client for SMSBAT's Cascade Messages API."""
 
-from ._client import DEFAULT_BASE_URL, CascadeClient
+from ._client import DATA_RATE_LIMIT, DEFAULT_BASE_URL, DEFAULT_STATUS_URL, CascadeClient
+from ._delivery import DeliveryReport, DeliveryStatus
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -9,6 +10,7 @@ from ._errors import (
     ClientClosedError,
     EndpointError,
     ErrorCode,
+    MessageNotFoundError,
     ProtocolError,
     RateLimitError,
     ServerError,
@@ -26,6 +28,7 @@ from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
+from ._tracking import TrackItem
 from ._templates import Personalised, Rejected, Template, TemplateItem
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
@@ -44,7 +47,11 @@ __all__ = [
     "CascadeClient",
     "CascadeError",
     "ClientClosedError",
+    "DATA_RATE_LIMIT",
     "DEFAULT_BASE_URL",
+    "DEFAULT_STATUS_URL",
+    "DeliveryReport",
+    "DeliveryStatus",
     "EndpointError",
     "ErrorCode",
     "Event",
@@ -53,6 +60,7 @@ __all__ = [
     "Journal",
     "LocalIdAllocator",
     "Message",
+    "MessageNotFoundError",
     "MessageSource",
     "MessageType",
     "Personalised",
@@ -81,6 +89,7 @@ __all__ = [
     "Template",
     "TemplateItem",
     "TimeoutError",
+    "TrackItem",
     "Transport",
     "TransportError",
     "ValidationError",

@@ -428,7 +428,12 @@ class CascadeClient:
         self._status.check()
         return track(self._status, items, timeout=timeout, every=every, rate=self._status.rate)
 
-    async def wait_delivered(self, result: Result | str, *, timeout: float = 30.0) -> DeliveryReport:
+    async def wait_delivered(
+        self,
+        result: Result | str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 (a per-message deadline: the documented API)
+    ) -> DeliveryReport:
         """Wait for one message's final status (the OTP flow): never raises for an undelivered one.
 
         Returns the final report (check ``report.delivered``), or one with ``final=False`` when

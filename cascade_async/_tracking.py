@@ -138,7 +138,7 @@ async def track(
     fetch: Fetch,
     items: Iterable[TrackItem] | AsyncIterable[TrackItem],
     *,
-    timeout: float,
+    timeout: float,  # noqa: ASYNC109 (per message, not for the call)
     every: float,
     rate: float | None,
     priority: Priority = Priority.BULK,

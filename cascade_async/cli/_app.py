@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import click
 
+from ._report import report
 from ._sandbox import sandbox_command
 from ._send import send
+from ._track import track
+from ._webhook import webhook
 
 __all__ = ["cli"]
 
@@ -18,3 +21,6 @@ def cli() -> None:
 
 cli.add_command(send)
 cli.add_command(sandbox_command)
+cli.add_command(track)
+cli.add_command(webhook)
+cli.add_command(report)

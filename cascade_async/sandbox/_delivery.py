@@ -97,7 +97,8 @@ class DeliverySim:
             raise ValueError("delivery steps must not be negative")
         faults = frozenset(webhook_faults)
         if faults - WEBHOOK_FAULTS:
-            raise ValueError(f"unknown webhook faults {sorted(faults - WEBHOOK_FAULTS)}; known: {sorted(WEBHOOK_FAULTS)}")
+            unknown = sorted(faults - WEBHOOK_FAULTS)
+            raise ValueError(f"unknown webhook faults {unknown}; known: {sorted(WEBHOOK_FAULTS)}")
         self.steps = steps
         self.max_messages = max_messages
         self.webhook_url = webhook_url
@@ -123,7 +124,8 @@ class DeliverySim:
             phone = m["toPhone"]
             chain = _chain(m["messageType"], path)
             digit = phone[-2] if len(phone) > 1 and phone[-2].isdigit() else "0"
-            entry = _Entry(now, next(self._seq), outcome_for(phone), chain, int(digit) % len(chain), _parts(m.get("text")))
+            winner = int(digit) % len(chain)
+            entry = _Entry(now, next(self._seq), outcome_for(phone), chain, winner, _parts(m.get("text")))
             self._store[mid] = entry
             if self.webhook_url is not None:
                 self._schedule_webhooks(mid, entry)
@@ -250,7 +252,8 @@ class DeliverySim:
             await self._post(mid, status)
 
     async def _post(self, mid: str, status: str) -> None:
-        assert self._session is not None and self.webhook_url is not None
+        assert self._session is not None
+        assert self.webhook_url is not None
         entry = self._store.get(mid)
         body: dict[str, Any] = {
             "messageId": mid,
