@@ -109,6 +109,7 @@ class DeliverySim:
         self._seq = itertools.count(1)
         self.polls: collections.Counter[str] = collections.Counter()  # GETs per message id (when recording)
         self.poll_times: list[float] = []  # monotonic time of every status GET (when recording)
+        self.answers: collections.Counter[str] = collections.Counter()  # status GETs by HTTP status
         self.webhooks_sent: list[dict[str, Any]] = []
         self._due: list[tuple[float, int, str, str]] = []  # (time, order, message id, status) to POST
         self._order = itertools.count()
@@ -193,6 +194,11 @@ class DeliverySim:
         app.on_cleanup.append(self._on_cleanup)
 
     async def _handle(self, request: web.Request) -> web.Response:
+        response = self._answer(request)
+        self.answers[str(response.status)] += 1
+        return response
+
+    def _answer(self, request: web.Request) -> web.Response:
         mid = request.match_info["message_id"]
         if self.record:
             self.polls[mid] += 1
