@@ -179,5 +179,7 @@ def fastapi_router(
         status, text = await receiver.handle(given, await request.body())
         return Response(status_code=status, content=text or None)
 
+    # FastAPI reads the signature; with postponed annotations "Request" would be a local name it cannot see.
+    receive.__annotations__ = {"request": Request, "return": Response}
     router.add_api_route(path, receive, methods=["POST"], include_in_schema=True)
     return router
