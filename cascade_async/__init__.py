@@ -28,8 +28,8 @@ from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
-from ._tracking import TrackItem
 from ._templates import Personalised, Rejected, Template, TemplateItem
+from ._tracking import TrackItem
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
 from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches

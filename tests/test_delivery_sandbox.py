@@ -39,7 +39,8 @@ async def test_a_message_walks_scheduled_processing_then_delivered_with_channels
                 break
             await asyncio.sleep(0.1)
     assert seen == [DeliveryStatus.SCHEDULED, DeliveryStatus.PROCESSING, DeliveryStatus.DELIVERED]
-    assert report.cost is not None and report.cost > Decimal(0)
+    assert report.cost is not None
+    assert report.cost > Decimal(0)
     assert report.currency == "UAH"
     assert report.channel in ("telegram", "viber", "rcs", "sms")
     assert list(report.channels) == ["telegram", "viber", "rcs", "sms"]
@@ -57,7 +58,8 @@ async def test_a_message_walks_scheduled_processing_then_delivered_with_channels
 async def test_test_numbers_end_deterministically(phone: str, status: DeliveryStatus) -> None:
     async with Sandbox(delivery_steps=(0.0, 0.1)) as sb, CascadeClient(api_key="k", base_url=sb.url) as client:
         report = await client.wait_delivered(await client.send(message(1, phone)), timeout=10)
-    assert report.final and report.status is status
+    assert report.final
+    assert report.status is status
 
 
 @pytest.mark.parametrize(
@@ -86,12 +88,14 @@ async def test_the_channel_follows_the_message_type_and_route(
 
 
 async def test_an_accepted_message_is_never_a_404_after_the_inbox_forgot_it() -> None:
-    async with Sandbox(delivery_steps=(0.0, 0.0), inbox_max_messages=1) as sb:
-        async with CascadeClient(api_key="k", base_url=sb.url) as client:
-            results = [await client.send(message(i)) for i in range(5)]
-            assert sb.inbox is not None and len(sb.inbox) == 1
-            reports = [r async for r in client.track(results, every=1.0)]
-    assert len(reports) == 5 and all(r.delivered for r in reports)
+    sandbox = Sandbox(delivery_steps=(0.0, 0.0), inbox_max_messages=1)
+    async with sandbox as sb, CascadeClient(api_key="k", base_url=sb.url) as client:
+        results = [await client.send(message(i)) for i in range(5)]
+        assert sb.inbox is not None
+        assert len(sb.inbox) == 1
+        reports = [r async for r in client.track(results, every=1.0)]
+    assert len(reports) == 5
+    assert all(r.delivered for r in reports)
 
 
 async def test_the_inbox_shows_the_moving_delivery_status() -> None:
@@ -109,7 +113,8 @@ async def test_tracking_polls_stay_within_the_rate_and_one_per_message_per_secon
             report = await client.send_many([message(i) for i in range(60)])
             accepted = report.accepted
             reports = [r async for r in client.track(accepted, every=1.0)]
-    assert len(reports) == 60 and all(r.final for r in reports)
+    assert len(reports) == 60
+    assert all(r.final for r in reports)
     times = sorted(sb.delivery.poll_times)
     for i, t in enumerate(times):
         j = i

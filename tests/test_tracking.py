@@ -165,7 +165,8 @@ def test_a_404_right_after_acceptance_means_not_yet() -> None:
             return await collect(client.track([accepted(1)], every=1.0))
 
     (report,) = run_virtual(main())
-    assert report.final and report.delivered
+    assert report.final
+    assert report.delivered
 
 
 def test_a_404_past_the_grace_period_ends_that_message_with_final_false_and_an_error() -> None:
@@ -180,7 +181,8 @@ def test_a_404_past_the_grace_period_ends_that_message_with_final_false_and_an_e
 
     (report,), elapsed = run_virtual(main())
     assert report.final is False
-    assert report.error is not None and "not found" in report.error
+    assert report.error is not None
+    assert "not found" in report.error
     assert NOT_FOUND_GRACE <= elapsed < NOT_FOUND_GRACE + 30
 
 
@@ -218,7 +220,8 @@ def test_status_reads_one_message_from_the_status_host_with_the_api_key_only() -
             return await client.status("3fa85f64/x")
 
     report = run_virtual(main())
-    assert report.delivered and report.channel == "sms"
+    assert report.delivered
+    assert report.channel == "sms"
     assert host.urls == [DEFAULT_STATUS_URL + "/bat/message/3fa85f64%2Fx"]
     assert host.headers[0]["X-Authorization-Key"] == "key"
     assert "X-Tg-Bot-Key" not in host.headers[0]

@@ -18,7 +18,9 @@ TOKEN = "hook-SECRET-1"
 
 
 def body(mid: str = "m1", status: str = "delivered", **extra: Any) -> bytes:
-    return json.dumps({"messageId": mid, "deliverystatus": status, "timestamp": "2025-01-23T10:30:00Z", **extra}).encode()
+    return json.dumps(
+        {"messageId": mid, "deliverystatus": status, "timestamp": "2025-01-23T10:30:00Z", **extra}
+    ).encode()
 
 
 def test_parse_report_reads_the_documented_webhook_and_keeps_unknown_fields() -> None:
@@ -98,9 +100,9 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., A
 
         async def post_http(data: bytes, token: str | None = TOKEN) -> tuple[int, str]:
             params = {} if token is None else {"token": token}
-            async with aiohttp.ClientSession() as http:
-                async with http.post(f"http://127.0.0.1:{port}/webhook", data=data, params=params) as r:
-                    return r.status, await r.text()
+            url = f"http://127.0.0.1:{port}/webhook"
+            async with aiohttp.ClientSession() as http, http.post(url, data=data, params=params) as r:
+                return r.status, await r.text()
 
         return post_http
 
