@@ -43,6 +43,7 @@ __all__ = ["sandbox_command"]
     help="Seconds each message spends scheduled, then processing, before its final status.",
 )
 @click.option("--status-rate-limit", type=float, default=None, help="Status GETs per second before answering 429.")
+@click.option("--status-rate-burst", type=int, default=None, help="Burst of status GETs (with --status-rate-limit).")
 @click.option("--webhook-url", default=None, help="POST each delivery report to this URL.")
 @click.option("--webhook-fault", "webhook_faults", multiple=True, type=click.Choice(["duplicate", "out-of-order"]))
 def sandbox_command(
@@ -62,6 +63,7 @@ def sandbox_command(
     seed: int | None,
     delivery_steps: tuple[float, float],
     status_rate_limit: float | None,
+    status_rate_burst: int | None,
     webhook_url: str | None,
     webhook_faults: tuple[str, ...],
 ) -> None:
@@ -90,6 +92,7 @@ def sandbox_command(
             allowed_hosts=allow_host,
             delivery_steps=delivery_steps,
             status_rate_limit=status_rate_limit,
+            status_rate_burst=status_rate_burst,
             webhook_url=webhook_url,
             webhook_faults=webhook_faults,
         )

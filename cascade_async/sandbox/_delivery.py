@@ -110,6 +110,10 @@ class DeliverySim:
         self.polls: collections.Counter[str] = collections.Counter()  # GETs per message id (when recording)
         self.poll_times: list[float] = []  # monotonic time of every status GET (when recording)
         self.answers: collections.Counter[str] = collections.Counter()  # status GETs by HTTP status
+        # Aggregates kept even without recording (benchmarks read them at /sandbox/delivery):
+        self.per_second: collections.Counter[int] = collections.Counter()  # GETs by whole second
+        self.min_gap = float("inf")  # the shortest time between two GETs of one message
+        self._last_poll: dict[str, float] = {}
         self.webhooks_sent: list[dict[str, Any]] = []
         self._due: list[tuple[float, int, str, str]] = []  # (time, order, message id, status) to POST
         self._order = itertools.count()
@@ -190,6 +194,7 @@ class DeliverySim:
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/bat/message/{message_id}", self._handle)
+        app.router.add_get("/sandbox/delivery", self._handle_stats)
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
 
@@ -200,9 +205,17 @@ class DeliverySim:
 
     def _answer(self, request: web.Request) -> web.Response:
         mid = request.match_info["message_id"]
+        now = time.monotonic()
+        self.per_second[int(now)] += 1
+        last = self._last_poll.get(mid)
+        if last is not None:
+            self.min_gap = min(self.min_gap, now - last)
+        self._last_poll[mid] = now
+        if len(self._last_poll) > self.max_messages:
+            del self._last_poll[next(iter(self._last_poll))]
         if self.record:
             self.polls[mid] += 1
-            self.poll_times.append(time.monotonic())
+            self.poll_times.append(now)
         if not request.headers.get("X-Authorization-Key") and not request.headers.get("Authorization"):
             return _json(401, {"error": {"code": "UNAUTHORIZED", "message": "send X-Authorization-Key"}})
         if self._gate.over():
@@ -212,6 +225,21 @@ class DeliverySim:
         if answer is None:
             return _json(404, {"error": {"code": "NOT_FOUND", "message": "message not found"}})
         return _json(200, answer)
+
+    def stats(self) -> dict[str, Any]:
+        """Status GETs: total, the busiest whole second, the shortest gap for one message, answers."""
+        return {
+            "polls": sum(self.per_second.values()),
+            "messagesPolled": len(self._last_poll),
+            "maxPerSecond": max(self.per_second.values(), default=0),
+            "perSecond": [self.per_second[s] for s in sorted(self.per_second)],
+            "minGap": None if self.min_gap == float("inf") else self.min_gap,
+            "answers": dict(self.answers),
+            "tracked": len(self._store),
+        }
+
+    async def _handle_stats(self, request: web.Request) -> web.Response:
+        return _json(200, self.stats())
 
     # --- webhooks ----------------------------------------------------------------------
 
