@@ -305,3 +305,13 @@ def test_wait_delivered_refuses_a_result_that_was_not_accepted() -> None:
 
     with pytest.raises(ValueError, match="was not accepted"):
         run_virtual(main())
+
+
+def test_the_data_bucket_is_shared_through_redis_under_its_own_key_apart_from_sending() -> None:
+    pytest.importorskip("redis")
+    shared = RateLimit(requests_per_second=50, burst=75, redis_url="redis://127.0.0.1:1/0")
+    client = CascadeClient(api_key="key", status_rate_limit=shared)
+    limiter = client._status.limiter
+    assert type(limiter).__name__ == "SharedLimiter"
+    assert repr(limiter).startswith("<SharedLimiter cascade:rl:")
+    assert ":data at redis://127.0.0.1:1/0" in repr(limiter)
