@@ -267,7 +267,8 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
         return None
     if _CONTROL.search("".join(map(_get_id, messages))):
         return None
-    if "" in map(str.strip, texts) or "" in map(str.strip, map(_get_from, messages)):
+    # Non-empty is checked in C already, so blank means all whitespace (no copies made).
+    if any(map(str.isspace, texts)) or any(map(str.isspace, map(_get_from, messages))):
         return None
     return messages
 

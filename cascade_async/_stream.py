@@ -317,7 +317,8 @@ class ResultStream:
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
         if self._batch_tasks:
-            await asyncio.gather(*self._batch_tasks)
+            # wait, not gather: cancelling the dispatcher (the client closing) must not cancel them
+            await asyncio.wait(set(self._batch_tasks))
         # Every batch's results are queued before the end marker.
         self._queue.put_nowait(_End(self._source_error))
 

@@ -96,6 +96,36 @@ def test_aclose_ends_a_running_stream_and_nothing_new_is_sent() -> None:
     assert all(r.ok for r in got)
 
 
+def test_the_last_batches_in_flight_finish_normally_when_the_client_closes() -> None:
+    # All input is already dispatched: the dispatcher is waiting for the batches, not reading.
+    t = FakeTransport(latency=2.0)
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(t, batch_size=5, max_in_flight=8, close_timeout=10.0)
+        got: list[Result] = []
+        failure: BaseException | None = None
+
+        async def consume() -> None:
+            nonlocal failure
+            try:
+                async for r in c.stream([msg(i) for i in range(20)]):
+                    got.append(r)
+            except ClientClosedError as exc:
+                failure = exc
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(1.0)
+        await c.aclose()
+        await task
+        return got, failure
+
+    got, failure = run_virtual(main())
+    assert len(got) == 20
+    assert all(r.ok for r in got)
+    assert len(t.calls) == 4
+    assert failure is None or isinstance(failure, ClientClosedError)
+
+
 def test_batches_in_flight_past_close_timeout_end_failed_with_outcome_unknown() -> None:
     t = FakeTransport(latency=100.0)
 
