@@ -13,7 +13,6 @@ import pytest
 
 from cascade_async import (
     BadLine,
-    CascadeClient,
     ErrorCode,
     Result,
     Status,
@@ -23,12 +22,7 @@ from cascade_async import (
     read_jsonl,
 )
 
-from .support import FakeTransport, msg, run_virtual
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, make, msg, run_virtual
 
 
 def with_invalid(n: int, every: int) -> list[dict[str, Any]]:

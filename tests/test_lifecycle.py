@@ -11,7 +11,6 @@ import pytest
 
 from cascade_async import (
     AiohttpTransport,
-    CascadeClient,
     CascadeError,
     ClientClosedError,
     Message,
@@ -20,12 +19,17 @@ from cascade_async import (
     TimeoutError,
 )
 
-from .support import FakeTransport, error, msg, run_virtual, scripted
+from .support import FakeTransport, error, make, msg, run_virtual, scripted
 
 
-def make(transport: Any, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+async def drain(stream: Any, into: list[Result]) -> BaseException | None:
+    """Consume a stream into ``into``; the ClientClosedError that ended it, if one did."""
+    try:
+        async for r in stream:
+            into.append(r)
+    except ClientClosedError as exc:
+        return exc
+    return None
 
 
 def endless() -> Any:
@@ -70,20 +74,10 @@ def test_aclose_ends_a_running_stream_and_nothing_new_is_sent() -> None:
     async def main() -> tuple[list[Result], BaseException | None, int]:
         c = make(t, batch_size=10, max_in_flight=2)
         got: list[Result] = []
-        failure: BaseException | None = None
-
-        async def consume() -> None:
-            nonlocal failure
-            try:
-                async for r in c.stream(endless()):
-                    got.append(r)
-            except ClientClosedError as exc:
-                failure = exc
-
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(drain(c.stream(endless()), got))
         await asyncio.sleep(3.5)
         await c.aclose()
-        await asyncio.wait_for(task, 30)
+        failure = await asyncio.wait_for(task, 30)
         sent_at_close = len(t.calls)
         await asyncio.sleep(10)
         assert len(t.calls) == sent_at_close
@@ -103,21 +97,10 @@ def test_the_last_batches_in_flight_finish_normally_when_the_client_closes() -> 
     async def main() -> tuple[list[Result], BaseException | None]:
         c = make(t, batch_size=5, max_in_flight=8, close_timeout=10.0)
         got: list[Result] = []
-        failure: BaseException | None = None
-
-        async def consume() -> None:
-            nonlocal failure
-            try:
-                async for r in c.stream([msg(i) for i in range(20)]):
-                    got.append(r)
-            except ClientClosedError as exc:
-                failure = exc
-
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(20)]), got))
         await asyncio.sleep(1.0)
         await c.aclose()
-        await task
-        return got, failure
+        return got, await task
 
     got, failure = run_virtual(main())
     assert len(got) == 20
@@ -132,21 +115,10 @@ def test_batches_in_flight_past_close_timeout_end_failed_with_outcome_unknown() 
     async def main() -> tuple[list[Result], BaseException | None]:
         c = make(t, batch_size=5, max_in_flight=1, close_timeout=1.0)
         got: list[Result] = []
-        failure: BaseException | None = None
-
-        async def consume() -> None:
-            nonlocal failure
-            try:
-                async for r in c.stream([msg(i) for i in range(20)]):
-                    got.append(r)
-            except ClientClosedError as exc:
-                failure = exc
-
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(20)]), got))
         await asyncio.sleep(0.5)
         await c.aclose()
-        await task
-        return got, failure
+        return got, await task
 
     got, failure = run_virtual(main())
     assert isinstance(failure, ClientClosedError)

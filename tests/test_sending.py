@@ -25,12 +25,7 @@ from cascade_async import (
     ValidationError,
 )
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted
 
 
 def accepted_with(status: int) -> Any:
