@@ -233,7 +233,7 @@ class _Checked(
     __post_init__ = builtins.id  # type: ignore[assignment,misc]  # a no-op in C: the rules run per chunk
 
 
-_Checked.__name__ = _Checked.__qualname__ = "Message"  # what users see in a repr
+_Checked.__name__ = "Message"  # what users see in a repr; __qualname__ stays, for pickle
 _CHECKED: Final = list[_Checked]
 _PLAIN: Final = frozenset({MessageType.TRANSACTION, MessageType.PROMO})
 #: Phones joined by newlines. A phone holding a newline cannot pass: two valid phones need at
