@@ -25,6 +25,9 @@ MAX_SCHEDULE_AHEAD: Final = _dt.timedelta(days=30)
 # E.164: "+", a first digit 1-9, 8 to 15 digits in all.
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate is not Unicode: it cannot be encoded as UTF-8 (Python's json.loads makes them).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_TTL: Final = 2**31 - 1
 
 
 class MessageType(enum.StrEnum):
@@ -135,6 +138,9 @@ def _check(msg: Message) -> None:
         raise _fail(msg, "id", "must not contain control characters")
     if not _check_str(msg, "fromName", msg.from_name).strip():
         raise _fail(msg, "fromName", "must not be empty")
+    for wire, value in (("id", tid), ("fromName", msg.from_name), ("text", msg.text)):
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise _fail(msg, wire, "holds a lone surrogate, which is not valid Unicode")
     phone = _check_str(msg, "toPhone", msg.to_phone)
     if not _E164.fullmatch(phone):
         raise _fail(msg, "toPhone", _phone_problem(phone))
@@ -171,6 +177,8 @@ def _check(msg: Message) -> None:
         for option in options:
             if not isinstance(option, str) or not option.strip():
                 raise _fail(msg, "surveyOptions", "options must be non-empty strings")
+            if _SURROGATE.search(option):
+                raise _fail(msg, "surveyOptions", "an option holds a lone surrogate, which is not valid Unicode")
         assert text is not None
         if len(text) > MAX_SURVEY_TEXT:
             raise _fail(msg, "text", f"survey text is at most {MAX_SURVEY_TEXT} characters, got {len(text)}")
@@ -178,8 +186,8 @@ def _check(msg: Message) -> None:
         raise _fail(msg, "surveyOptions", "is only allowed on viber_survey messages")
 
     ttl = msg.ttl
-    if ttl is not None and (type(ttl) is not int or ttl <= 0):
-        raise _fail(msg, "ttl", f"must be a positive integer (seconds), not {ttl!r}")
+    if ttl is not None and (type(ttl) is not int or not 0 < ttl <= MAX_TTL):
+        raise _fail(msg, "ttl", f"must be a positive integer of seconds up to {MAX_TTL}, not {ttl!r:.40}")
 
     when = msg.scheduled_sent
     if when is not None:
@@ -187,7 +195,10 @@ def _check(msg: Message) -> None:
             raise _fail(msg, "scheduledSent", "must be a datetime")
         if when.tzinfo is None or when.utcoffset() is None:
             raise _fail(msg, "scheduledSent", "must be timezone-aware (a naive datetime is not guessed)")
-        utc = when.astimezone(_dt.UTC)
+        try:
+            utc = when.astimezone(_dt.UTC)
+        except OverflowError:
+            raise _fail(msg, "scheduledSent", "is out of range") from None
         if utc - _dt.datetime.now(_dt.UTC) > MAX_SCHEDULE_AHEAD:
             raise _fail(msg, "scheduledSent", "must be at most 30 days ahead")
         if utc is not when:
@@ -229,7 +240,7 @@ class _Checked(
     to_phone: Annotated[str, msgspec.Meta(min_length=9, max_length=16)]
     message_type: MessageType
     text: _NonEmpty | None = None
-    ttl: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    ttl: Annotated[int, msgspec.Meta(gt=0, le=MAX_TTL)] | None = None
     __post_init__ = builtins.id  # type: ignore[assignment,misc]  # a no-op in C: the rules run per chunk
 
 
@@ -261,7 +272,10 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
     if not set(map(_get_kind, messages)) <= _PLAIN:
         return None
     texts = list(map(_get_text, messages))
-    if None in texts or any(map(_get_options, messages)) or any(map(_get_schedule, messages)):
+    n = len(messages)
+    if None in texts or list(map(_get_options, messages)).count(None) != n:
+        return None
+    if list(map(_get_schedule, messages)).count(None) != n:
         return None
     if not _PHONES.fullmatch("\n".join(map(_get_phone, messages)) + "\n"):
         return None
