@@ -250,6 +250,9 @@ class _Checked(
 _Checked.__name__ = "Message"  # what users see in a repr; __qualname__ stays, for pickle
 _CHECKED: Final = list[_Checked]
 _PLAIN: Final = frozenset({MessageType.TRANSACTION, MessageType.PROMO})
+#: Phones joined by newlines, in one regex pass. A phone holding a newline cannot pass: two
+#: valid phones need at least 19 characters, and msgspec caps a phone at 16.
+_PHONES = re.compile(r"(?:\+[1-9][0-9]{7,14}\n)*")
 _get_kind = attrgetter("message_type")
 _get_text = attrgetter("text")
 _get_phone = attrgetter("to_phone")
@@ -269,7 +272,7 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
         return None
     if not set(map(_get_kind, messages)) <= _PLAIN:
         return None
-    if not _all_e164("\n".join(map(_get_phone, messages)), len(messages)):
+    if not _PHONES.fullmatch("\n".join(map(_get_phone, messages)) + "\n"):
         return None
     ids = "".join(map(_get_id, messages))
     if not ids.isprintable() and _CONTROL.search(ids):  # isprintable: a fast pass in C
@@ -279,21 +282,6 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
     if any(map(str.isspace, texts)) or any(map(str.isspace, map(_get_from, messages))):
         return None
     return messages
-
-
-def _all_e164(joined: str, n: int) -> bool:
-    """Whether ``n`` phones joined by newlines are each "+", a digit 1-9, then digits only (their
-    lengths, 9 to 16, are checked in C). Whole-string operations: no Python per phone."""
-    digits = joined.replace("\n", "").replace("+", "")
-    lines = "\n" + joined
-    return (
-        digits.isascii()
-        and digits.isdigit()
-        and joined.count("+") == n
-        and joined.count("\n") == n - 1
-        and lines.count("\n+") == n
-        and "\n+0" not in lines
-    )
 
 
 # gc=False: millions of Results pass through a bulk job, and tracked ones would make the
