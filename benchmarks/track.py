@@ -31,7 +31,7 @@ from _common import machine, peak_rss_mb, sandbox_process
 
 
 def delivery_stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/sandbox/delivery", timeout=10) as resp:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url + "/sandbox/delivery", timeout=10) as resp:
         stats: dict[str, Any] = json.load(resp)
         return stats
 

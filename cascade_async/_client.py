@@ -521,4 +521,3 @@ def _status_fetcher(
             digest = hashlib.sha256(api_key.encode()).hexdigest()
             limiter = make_limiter(config, batch_size=1, credential_hash=digest)
     return StatusFetcher(sender, url, status_headers, limiter, None if config is None else config.requests_per_second)
-

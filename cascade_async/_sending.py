@@ -180,10 +180,11 @@ class BatchSender:
         if request is None:
             raise TypeError(f"{type(self._transport).__name__} has no request(method, url, headers, body) method")
         loop = asyncio.get_running_loop()
+        state = Attempts()
         retrying = tenacity.AsyncRetrying(
             retry=retry_on(self.policy),
             wait=Wait(self.policy, self._rng),
-            stop=Stop(self.policy, self.budget, loop.time),
+            stop=Stop(self.policy, self.budget, loop.time, state),
             sleep=asyncio.sleep,
             reraise=True,
         )
@@ -193,6 +194,8 @@ class BatchSender:
                     await limiter.acquire(1, priority=priority)
                 if self.closed:
                     raise ClientClosedError("the client is closed; nothing more is sent")
+                if state.started is None:
+                    state.started = loop.time()  # the deadline counts after the limiter
                 raw: RawResponse = await request(method, url, headers, body)
                 known = (errors or {}).get(raw.status)
                 if known is not None:
