@@ -16,6 +16,9 @@ unprocessed. ``background=True`` answers 202 at once and runs the callback after
 or a failing callback then loses that report (at most once). Whether the provider retries after
 a 503 is not documented.
 
+``on_report`` may be a coroutine function or a plain one; a plain one runs inline on the event
+loop (keep it quick, like one SQLite commit), so ``timeout`` cannot cut it short.
+
 Duplicates and out-of-order reports are expected: each handler remembers the latest status of
 the last ``remember`` message ids and does not call back for a report that would not move a
 message forward (the ``forward`` rule). Across restarts, keep the rule where you store

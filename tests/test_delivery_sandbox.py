@@ -124,3 +124,14 @@ async def test_tracking_polls_stay_within_the_rate_and_one_per_message_per_secon
     assert all(n >= 1 for n in sb.delivery.polls.values())
     assert sb.delivery.answers["429"] == 0
     assert sb.delivery.answers["200"] == len(times)
+
+
+@pytest.mark.cascade_sandbox(delivery_steps=(0.0, 0.05))
+def test_the_pytest_fixture_takes_the_delivery_options_from_its_marker(cascade_sandbox: Sandbox) -> None:
+    async def main() -> DeliveryStatus:
+        async with CascadeClient(api_key="k", base_url=cascade_sandbox.url) as client:
+            report = await client.wait_delivered(await client.send(message(1, "+380501234566")), timeout=10)
+            return report.status
+
+    assert asyncio.run(main()) is DeliveryStatus.PERMANENTERROR
+    assert cascade_sandbox.delivery.steps == (0.0, 0.05)
