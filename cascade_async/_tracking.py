@@ -25,7 +25,7 @@ from typing import Final, TypeAlias
 from urllib.parse import quote
 
 from ._delivery import DeliveryReport, DeliveryStatus, report_from_json
-from ._errors import AuthenticationError, CascadeError, EndpointError, MessageNotFoundError
+from ._errors import AuthenticationError, CascadeError, ClientClosedError, EndpointError, MessageNotFoundError
 from ._models import Result, Status
 from ._ratelimit import Priority, RateLimiter
 from ._sending import BatchSender
@@ -250,8 +250,8 @@ async def _poll_once(
         )
         entry.deadline = min(entry.deadline, now())  # no use asking again
         return None
-    except (AuthenticationError, EndpointError):
-        raise
+    except (AuthenticationError, EndpointError, ClientClosedError):
+        raise  # every later poll would fail the same way
     except CascadeError as exc:
         logger.debug("status of %s not read (will ask again): %s", entry.message_id, exc)
         return None

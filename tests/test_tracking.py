@@ -315,3 +315,18 @@ def test_the_data_bucket_is_shared_through_redis_under_its_own_key_apart_from_se
     assert type(limiter).__name__ == "SharedLimiter"
     assert repr(limiter).startswith("<SharedLimiter cascade:rl:")
     assert ":data at redis://127.0.0.1:1/0" in repr(limiter)
+
+
+def test_closing_the_client_ends_tracking_with_client_closed_error() -> None:
+    from cascade_async import ClientClosedError
+
+    host = StatusHost(lifecycle(final_after=10_000.0))
+
+    async def main() -> None:
+        client = client_for(host)
+        stream = client.track([accepted(i) for i in range(3)], every=1.0)
+        asyncio.get_running_loop().call_later(3.0, lambda: asyncio.ensure_future(client.aclose()))
+        await collect(stream)
+
+    with pytest.raises(ClientClosedError):
+        run_virtual(main())
