@@ -148,7 +148,9 @@ def aiohttp_handler(
     async def handler(request: web.Request) -> web.Response:
         if not receiver.authorized(request.query.get("token")):
             return web.Response(status=401, text="missing or wrong token")
-        body = await request.content.read(MAX_BODY + 1)
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return web.Response(status=413, text="body too large")
+        body = await request.read()  # whole, however it was chunked (aiohttp caps it at client_max_size)
         status, text = await receiver.handle(request.query.get("token"), body)
         return web.Response(status=status, text=text or None)
 

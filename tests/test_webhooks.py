@@ -171,3 +171,19 @@ async def test_background_mode_answers_at_once_and_calls_back_afterwards(serve: 
     assert seen.reports == []
     await asyncio.sleep(0.3)
     assert [r.message_id for r in seen.reports] == ["m1"]
+
+
+async def test_a_large_report_within_the_limit_is_read_whole(serve: Callable[..., Any]) -> None:
+    seen = Recorder()
+    post = await serve(seen)
+    padded = body(note="x" * 20_000)
+    status, _ = await post(padded)
+    assert status == 204
+    assert seen.reports[0].raw["note"] == "x" * 20_000
+
+
+async def test_a_body_over_64_kib_is_refused_with_413(serve: Callable[..., Any]) -> None:
+    seen = Recorder()
+    status, _ = await (await serve(seen))(body(note="x" * 70_000))
+    assert status == 413
+    assert seen.reports == []
