@@ -32,6 +32,7 @@ __all__ = [
     "DeliverySummary",
     "apply_report",
     "connect",
+    "count_tracked",
     "delivery_rows",
     "ensure_schema",
     "summary",
@@ -183,14 +184,27 @@ def apply_report(db: sqlite3.Connection, report: DeliveryReport) -> str:
     return outcome
 
 
-def tracked(db: sqlite3.Connection) -> Iterator[tuple[str, str]]:
-    """(tracking id, message id) of every accepted message whose delivery status is not final."""
+_NOT_FINAL: Final = "status = 'accepted' AND message_id IS NOT NULL AND COALESCE(delivery_final, 0) = 0"
+
+
+def tracked(db: sqlite3.Connection, page: int = 1000) -> Iterator[tuple[str, str]]:
+    """(tracking id, message id) of every accepted message whose delivery status is not final.
+
+    Read a page at a time by rowid, so a million rows cost no more memory than a thousand and
+    writes between pages (reports being applied) do not disturb the scan.
+    """
+    last = -1
     query = (
-        "SELECT tracking_id, message_id FROM outcomes WHERE status = 'accepted' AND message_id IS NOT NULL "
-        "AND COALESCE(delivery_final, 0) = 0 ORDER BY rowid"
+        f"SELECT rowid, tracking_id, message_id FROM outcomes WHERE rowid > ? AND {_NOT_FINAL} ORDER BY rowid LIMIT ?"
     )
-    for tid, mid in db.execute(query).fetchall():
-        yield str(tid), str(mid)
+    while rows := db.execute(query, (last, page)).fetchall():
+        for _, tid, mid in rows:
+            yield str(tid), str(mid)
+        last = rows[-1][0]
+
+
+def count_tracked(db: sqlite3.Connection) -> int:
+    return int(db.execute(f"SELECT count(*) FROM outcomes WHERE {_NOT_FINAL}").fetchone()[0])
 
 
 class DeliverySummary(msgspec.Struct, kw_only=True):

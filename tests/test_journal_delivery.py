@@ -142,3 +142,15 @@ async def test_the_journal_after_duplicated_out_of_order_webhooks_beside_a_writi
         db.close()
     assert (totals.delivered, totals.undeliverable, totals.permanenterror, totals.pending) == (10, 10, 10, 0)
     assert sent >= 4 * 30  # processing + final, each twice
+
+
+def test_tracked_pages_through_the_journal_while_reports_are_applied(tmp_path: Path) -> None:
+    journal, path = journal_with(tmp_path, *[(f"t{i}", f"m{i}") for i in range(25)])
+    seen = []
+    with journal, closing(connect(path)) as db:
+        for tid, mid in tracked(db, page=4):
+            seen.append(tid)
+            apply_report(db, report(mid, "delivered"))
+        left = list(tracked(db))
+    assert seen == [f"t{i}" for i in range(25)]
+    assert left == []

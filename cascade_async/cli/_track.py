@@ -12,7 +12,7 @@ from rich.console import Console
 
 from .._client import CascadeClient
 from .._errors import AuthenticationError, EndpointError
-from .._journal_delivery import apply_report, connect, summary, tracked
+from .._journal_delivery import apply_report, connect, count_tracked, summary, tracked
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, connection_options, consoles
 from ._report import print_summary
 
@@ -55,19 +55,19 @@ async def _run(
     every: float,
     err: Console,
 ) -> int:
-    pairs = list(tracked(db))
-    err.print(f"tracking {len(pairs)} message(s) not final yet")
+    total = count_tracked(db)
+    err.print(f"tracking {total} message(s) not final yet")
     done = final = 0
     shown = time.monotonic()
     async with client:
         try:
-            async for report in client.track(pairs, timeout=timeout, every=every):
+            async for report in client.track(tracked(db), timeout=timeout, every=every):
                 apply_report(db, report)  # committed before the next one
                 done += 1
                 final += report.final
-                if time.monotonic() - shown >= 2.0 or done == len(pairs):
+                if time.monotonic() - shown >= 2.0 or done == total:
                     shown = time.monotonic()
-                    err.print(f"{done}/{len(pairs)} settled ({final} final)")
+                    err.print(f"{done}/{total} settled ({final} final)")
         except (AuthenticationError, EndpointError, ValueError) as exc:
             err.print(f"error: {exc}")
             return EXIT_USAGE
