@@ -25,6 +25,8 @@ from ._wire import encode_batch
 _ids = attrgetter("id")
 #: Keys, quotes, the type name, ttl digits, a timestamp and punctuation of one message.
 _FIXED_BYTES: Final = 240
+#: ``,"fallback":{"messageType":"transaction","text":""}`` and some slack.
+_FALLBACK_BYTES: Final = 64
 
 
 def size_bound(m: Message) -> int:
@@ -35,6 +37,8 @@ def size_bound(m: Message) -> int:
         n += len(m.text)
     if m.survey_options is not None:
         n += sum(map(len, m.survey_options)) + 3 * len(m.survey_options)
+    if m.fallback is not None:
+        return 6 * (n + len(m.fallback.text)) + _FIXED_BYTES + _FALLBACK_BYTES
     return 6 * n + _FIXED_BYTES
 
 

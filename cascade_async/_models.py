@@ -13,8 +13,10 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from ._errors import CascadeError, ValidationError
+from ._segments import SegmentInfo, sms_segments
+from ._variables import check_placeholders
 
-__all__ = ["Message", "MessageType", "Result", "Route", "Status"]
+__all__ = ["Fallback", "Message", "MessageType", "Result", "Route", "Status"]
 
 MAX_ID_LENGTH: Final = 255
 MAX_SURVEY_TEXT: Final = 85
@@ -51,6 +53,34 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # transient errors given up on, or a broken answer
 
 
+class Fallback(
+    msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=False, forbid_unknown_fields=True, gc=False
+):
+    """What a flashcall sends instead when the call fails: ``"fallback": {"messageType": "transaction",
+    "text": "..."}`` on the wire, as the provider documents it.
+
+    >>> Fallback(text="Your code is 1234")
+    Fallback(message_type=<MessageType.TRANSACTION: 'transaction'>, text='Your code is 1234')
+    """
+
+    message_type: MessageType = MessageType.TRANSACTION
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        kind = self.message_type
+        if kind != MessageType.TRANSACTION:
+            raise ValidationError(
+                f"must be transaction (the only fallback the provider documents), not {str(kind)!r}",
+                field="fallback.messageType",
+                tracking_id=None,
+            )
+        msgspec.structs.force_setattr(self, "message_type", MessageType.TRANSACTION)
+        text = self.text
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("must be a non-empty string", field="fallback.text", tracking_id=None)
+        check_placeholders(text, field="fallback.text")
+
+
 # gc=False: a Message holds only strings, numbers, a datetime and a tuple of strings, so it can
 # never be part of a reference cycle; untracked, a million of them cost the collector nothing.
 class Message(
@@ -79,6 +109,7 @@ class Message(
     ttl: int | None = None
     scheduled_sent: _dt.datetime | None = None
     survey_options: tuple[str, ...] | None = None
+    fallback: Fallback | None = None
 
     def __post_init__(self) -> None:
         # msgspec does not check types or constraints when a Struct is built in Python, and
@@ -92,8 +123,12 @@ class Message(
             return msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:
             # msgspec wraps what __post_init__ raised; hand back our own error unwrapped.
-            if isinstance(exc.__cause__, ValidationError):
-                raise exc.__cause__ from None
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                tid = data.get("id") if cause.tracking_id is None and isinstance(data, Mapping) else None
+                if isinstance(tid, str):  # a nested Fallback did not know the id
+                    cause = ValidationError(cause.problem, field=cause.field, tracking_id=tid, code=cause.code)
+                raise cause from None
             raise _from_msgspec(exc, data) from None
         except TypeError as exc:  # a non-mapping input
             raise ValidationError(str(exc), field=None, tracking_id=None) from None
@@ -102,6 +137,18 @@ class Message(
         """The wire form, as sent: camelCase keys, unset fields left out."""
         result: dict[str, Any] = msgspec.to_builtins(self)
         return result
+
+    @property
+    def sms_segments(self) -> SegmentInfo:
+        """What the text costs if the cascade falls back to SMS (a flashcall: its fallback text).
+
+        A ``%short_url=N%`` counts as a link of ``SHORT_URL_LENGTH`` characters (an assumption the
+        result states in ``assumed``), other placeholders as written.
+        """
+        text = self.text
+        if text is None and self.fallback is not None:
+            text = self.fallback.text
+        return sms_segments(text or "")
 
 
 def _from_msgspec(exc: msgspec.ValidationError, data: Any) -> ValidationError:
@@ -154,6 +201,15 @@ def _check(msg: Message) -> None:
             raise _fail(msg, "text", "must be left out for flashcall messages")
     elif text is None or not _check_str(msg, "text", text).strip():
         raise _fail(msg, "text", f"is required for {kind.value} messages")
+    elif "%" in text:
+        check_placeholders(text, field="text", tracking_id=tid)
+
+    fallback = msg.fallback
+    if fallback is not None:
+        if kind is not MessageType.FLASHCALL:
+            raise _fail(msg, "fallback", "is only allowed on flashcall messages")
+        if not isinstance(fallback, Fallback):
+            raise _fail(msg, "fallback", f"must be a Fallback, not {type(fallback).__name__}")
 
     options = msg.survey_options
     if kind is MessageType.VIBER_SURVEY:
@@ -230,6 +286,7 @@ class _Checked(
     message_type: MessageType
     text: _NonEmpty | None = None
     ttl: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    fallback: None = None  # only flashcalls carry one, and they take the full path
     __post_init__ = builtins.id  # type: ignore[assignment,misc]  # a no-op in C: the rules run per chunk
 
 
@@ -246,6 +303,10 @@ _get_id = attrgetter("id")
 _get_from = attrgetter("from_name")
 _get_options = attrgetter("survey_options")
 _get_schedule = attrgetter("scheduled_sent")
+#: Where a placeholder starts but no valid id follows: the full path then checks that text. An id
+#: of up to 15 digits is always below MAX_VARIABLE_ID; a longer one is checked there too. A match
+#: across two joined texts holds the newline that joins them, so it is never taken for valid.
+_SUSPECT_PLACEHOLDER = re.compile(r"%(?:name|url|short_url)=(?![1-9][0-9]{0,14}%)")
 
 
 def convert_chunk(items: list[Any]) -> list[Message] | None:
@@ -268,6 +329,9 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
     if _CONTROL.search("".join(map(_get_id, messages))):
         return None
     if "" in map(str.strip, texts) or "" in map(str.strip, map(_get_from, messages)):
+        return None
+    joined = "\n".join(texts)
+    if "%" in joined and _SUSPECT_PLACEHOLDER.search(joined):
         return None
     return messages
 

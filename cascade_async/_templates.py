@@ -14,7 +14,7 @@ placeholder (see ``_variables``); placeholders written into the template are pas
   fields;
 - ``Personalised(message, variables)``: the wire dict and every ``Variable`` its text references;
 - ``Rejected(tracking_id, error, row)`` for a row that cannot become a message: a missing or blank
-  value (``MISSING_VARIABLE``), or a value that would carry or complete a placeholder, an invalid
+  value (``ErrorCode.MISSING_VARIABLE``), or a value that would carry or complete a placeholder, an invalid
   URL, a format spec that does not fit (``INVALID_FIELD``). Each names the field.
 
 Why the variables travel with each message: the sender must upload a variable before the first
@@ -42,16 +42,13 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-from ._errors import ValidationError
+from ._errors import ErrorCode, ValidationError
 from ._models import MessageType
 from ._variable_ids import VariablePool
 from ._variables import PLACEHOLDER, Variable, VariableType, find_placeholders
 
-__all__ = ["MISSING_VARIABLE", "Personalised", "Rejected", "Template", "TemplateItem"]
+__all__ = ["Personalised", "Rejected", "Template", "TemplateItem"]
 
-#: The code of a row that lacks a value the template needs. Moves to ``ErrorCode``.
-MISSING_VARIABLE: Final = "MISSING_VARIABLE"
-_INVALID_FIELD: Final = "INVALID_FIELD"
 _VARIABLE_SPECS: Final = {"url": VariableType.URL, "short_url": VariableType.SHORT_URL}
 _KEYWORDS: Final = tuple(f"{t.value}=" for t in VariableType)
 _HOLE: Final = "\x00"  # stands for a client-side value in the static analysis below
@@ -215,7 +212,7 @@ class Template:
             tid = str(tid)
         phone = row.get(job.phone_field)
         if _blank(phone):
-            return _reject(tid, n, job.phone_field, "no phone number in this row", MISSING_VARIABLE)
+            return _reject(tid, n, job.phone_field, "no phone number in this row", ErrorCode.MISSING_VARIABLE)
         values: list[Any] = [phone]
         variables: list[Variable] = []
         clients: list[tuple[str, str]] = []
@@ -223,7 +220,7 @@ class Template:
         for name, spec, kind in self._fields:
             value = row.get(name)
             if _blank(value):
-                return _reject(tid, n, name, f"no value for template field {name!r}", MISSING_VARIABLE)
+                return _reject(tid, n, name, f"no value for template field {name!r}", ErrorCode.MISSING_VARIABLE)
             values.append(value)
             if kind is not None:
                 if not isinstance(value, str):
@@ -450,7 +447,7 @@ def _blank(value: object) -> bool:
     return value is None or value == "" or (type(value) is str and value.isspace())
 
 
-def _reject(tid: str, n: int, field: str | None, problem: str, code: str = _INVALID_FIELD) -> Rejected:
+def _reject(tid: str, n: int, field: str | None, problem: str, code: str = ErrorCode.INVALID_FIELD) -> Rejected:
     return Rejected(tid, ValidationError(problem, field=field, tracking_id=tid, code=code), n)
 
 
