@@ -13,13 +13,15 @@ one set operation for the duplicate check. Anything unusual falls back to ``admi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Any, Final
 
 from ._errors import ErrorCode, ValidationError
 from ._inputs import BadLine
 from ._models import Message, Result, Status, convert_chunk, failure
+from ._templates import Personalised, Rejected
+from ._variables import Variable
 from ._wire import encode_batch
 
 _ids = attrgetter("id")
@@ -43,12 +45,20 @@ def size_bound(m: Message) -> int:
 
 
 class Admission:
-    def __init__(self, *, dedupe: bool, max_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        dedupe: bool,
+        max_bytes: int,
+        on_variables: Callable[[Message, tuple[Variable, ...]], None] | None = None,
+    ) -> None:
         #: First-occurrence tracking ids in input order (a dict: ordered, O(1) membership);
         #: None without ``dedupe``, which then costs no memory per message.
         self.seen: dict[str, None] | None = {} if dedupe else None
         self.count = 0  # items read so far
         self._max_message = max_bytes - 2  # one message alone in a batch: "[" + it + "]"
+        #: Told of each admitted ``Personalised`` message and its variables (to upload before it goes).
+        self.on_variables = on_variables
 
     def admit(self, item: object) -> tuple[Message, int] | Result:
         """One item: the message to send with its size bound, or its REJECTED result."""
@@ -61,9 +71,13 @@ class Admission:
                 msg = Message.from_dict(item)
             elif isinstance(item, BadLine):
                 return self._refuse(_with_line(item), item)
+            elif isinstance(item, Personalised):
+                msg = Message.from_dict(item.message)
+            elif isinstance(item, Rejected):
+                return self._refuse(item.error, item)
             else:
                 raise ValidationError(
-                    f"input #{index} is a {type(item).__name__}, not a Message or a mapping",
+                    f"input #{index} is a {type(item).__name__}, not a Message, a mapping or a template item",
                     field=None,
                     tracking_id=None,
                 )
@@ -85,6 +99,8 @@ class Admission:
             if tid in seen:
                 return duplicate(tid)
             seen[tid] = None
+        if type(item) is Personalised and self.on_variables is not None:
+            self.on_variables(msg, item.variables)
         return msg, size
 
     def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int, bytes] | None:
@@ -158,6 +174,9 @@ def _raw_id(item: object) -> str | None:
         tid = item.get("id")
         if isinstance(tid, str) and tid:
             return tid
-    elif isinstance(item, BadLine):
+    elif isinstance(item, BadLine | Rejected):
         return item.error.tracking_id
+    elif isinstance(item, Personalised):
+        tid = item.message.get("id")
+        return tid if isinstance(tid, str) and tid else None
     return None

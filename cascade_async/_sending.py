@@ -31,7 +31,7 @@ from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
 from ._ratelimit import Limiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
-from ._transport import Transport
+from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
@@ -119,6 +119,7 @@ class BatchSender:
     ) -> None:
         self._transport = transport
         self._urls = {route: base_url + route.value for route in Route}
+        self._base_url = base_url
         self._headers = dict(headers)
         self._limiter = limiter
         self.policy = policy
@@ -186,17 +187,7 @@ class BatchSender:
         state = attempts or Attempts()
         if body is None:
             body = encode_batch(batch)
-        loop = asyncio.get_running_loop()
-        stop = Stop(self.policy, self.budget, loop.time)
-        # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
-        retrying = tenacity.AsyncRetrying(
-            retry=retry_on(self.policy),
-            wait=Wait(self.policy, self._rng),
-            stop=stop,
-            before_sleep=lambda rs: self._before_sleep(rs, route, len(batch)),
-            sleep=asyncio.sleep,
-            reraise=True,
-        )
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)))
         try:
             async for attempt in retrying:
                 with attempt:
@@ -216,6 +207,45 @@ class BatchSender:
             return Failed(exc, state)
         self.budget.refund()
         return results
+
+    def _retrying(
+        self, before_sleep: Callable[[tenacity.RetryCallState], None]
+    ) -> tuple[Stop, tenacity.AsyncRetrying]:
+        # A fresh AsyncRetrying per call: tenacity keeps per-call state on the instance.
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time)
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=stop,
+            before_sleep=before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        return stop, retrying
+
+    async def post_body(self, path: str, body: bytes) -> RawResponse:
+        """POST ``body`` to ``base_url + path`` through the limiter, with the same retry loop and
+        budget as a batch (``/api/items`` uploads): the 2xx answer, or raise the last
+        ``CascadeError`` (``StopCall`` for wrong credentials or a wrong endpoint)."""
+        url = self._base_url + path
+        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if self._limiter is not None:
+                        await self._limiter.acquire(0)  # one request, no messages
+                    if self.closed:
+                        raise ClientClosedError("the client is closed; nothing more is sent")
+                    raw = await self._transport(url, self._headers, body)
+                    if classify(raw.status) is not Verdict.OK:
+                        raise error_from_response(raw.status, raw.headers, raw.body, route=path)
+        except _STOPPING as exc:
+            raise StopCall(exc) from exc
+        except CascadeError as exc:
+            exc.gave_up = stop.reason
+            raise
+        self.budget.refund()
+        return raw
 
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
