@@ -153,7 +153,8 @@ class Uploads:
                 async with asyncio.timeout_at(deadline):
                     await waiter
             except TimeoutError:
-                self._waiters.remove(waiter)
+                if waiter in self._waiters:  # not woken meanwhile
+                    self._waiters.remove(waiter)
         failed = self._failed
         if not failed or not any(vid in failed for vid in wanted):
             return batch, []
