@@ -9,8 +9,9 @@ variables are at the provider. The rules:
   every batch that needs one of its values (they wait on the same future).
 - A batch that needs values not uploaded yet waits until 1000 are pending, the input ends, or
   ``linger`` seconds pass, then uploads the pending values from the oldest on. So the number of
-  upload requests stays at one per 1000 distinct values while the input keeps coming, and a
-  trickle of values waits at most ``linger``.
+  upload requests stays at one per 1000 distinct values while the input keeps coming and the
+  in-flight window (``max_in_flight`` x ``batch_size``) holds 1000 messages (the defaults hold
+  4000); a trickle of values, or a smaller window, waits at most ``linger`` per upload.
 - An upload that fails for good (after the client's retries) settles every message that references
   one of its ids without sending it: REJECTED with the upload's error when it is permanent (a 4xx),
   FAILED otherwise (certainly not sent, so a resumed job sends it again).

@@ -210,3 +210,22 @@ def test_a_trickle_of_values_waits_at_most_linger_for_company() -> None:
 
     assert run_virtual(main()) == pytest.approx(0.05)
     assert len(transport.calls) == 1
+
+
+def test_batches_wait_for_a_full_upload_while_values_keep_coming() -> None:
+    transport = FakeTransport(lambda body, n: ok_for(body) if isinstance(body, list) else ok_for([]))
+
+    async def trickle() -> Any:
+        for row in rows(1000):
+            await asyncio.sleep(0)  # the batch tasks run between rows
+            yield row
+
+    async def main() -> bool:
+        async with CascadeClient(api_key="k", transport=transport, rate_limit=None, batch_size=100, max_in_flight=16) as c:
+            report = await c.send_many(LINKED.messages(trickle(), from_name="S", message_type="promo"))
+        return report.ok
+
+    assert run_virtual(main())
+    uploads = [call for call in transport.calls if call[1].endswith(ITEMS)]
+    assert [len(call[3]["variables"]) for call in uploads] == [1000]
+    assert transport.calls[0][1].endswith(ITEMS)  # before any message
