@@ -26,7 +26,7 @@ from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
-from ._templates import Personalised, Rejected, Template, TemplateItem
+from ._templates import Personalised, Rejected, Template, TemplateItem, TemplateItems
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._uploads import UploadReport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
@@ -82,6 +82,7 @@ __all__ = [
     "Status",
     "Template",
     "TemplateItem",
+    "TemplateItems",
     "TimeoutError",
     "Transport",
     "TransportError",

@@ -107,6 +107,7 @@ class Admission:
         """A whole chunk at once, with its exact encoded length and its encoding; None when any
         item needs a closer look (then ``admit`` each). Nothing is counted or remembered on None."""
         kinds = set(map(type, chunk))
+        variables: list[tuple[Variable, ...]] | None = None
         if kinds == {Message}:
             messages: list[Message] = chunk
         elif kinds == {dict}:
@@ -114,6 +115,12 @@ class Admission:
             if converted is None:
                 return None
             messages = converted
+        elif kinds == {Personalised} and self.on_variables is not None:
+            converted = convert_chunk([p.message for p in chunk])
+            if converted is None:
+                return None
+            messages = converted
+            variables = [p.variables for p in chunk]
         else:
             return None
         body = encode_batch(messages)
@@ -134,6 +141,11 @@ class Admission:
                     del seen[tid]
                 return None
         self.count += len(messages)
+        if variables is not None:
+            need = self.on_variables
+            assert need is not None
+            for msg, of_msg in zip(messages, variables, strict=True):
+                need(msg, of_msg)
         return messages, nbytes, body
 
     def _refuse(self, exc: ValidationError, item: object) -> Result:

@@ -37,7 +37,7 @@ from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
 from ._sending import BatchSender, Recorder, StopCall
-from ._templates import Personalised, Rejected
+from ._templates import Personalised, Rejected, TemplateItems
 from ._uploads import Uploads
 from ._variables import Variable
 from ._wire import encode_batch
@@ -241,7 +241,10 @@ class ResultStream:
 
     async def _read(self) -> None:
         try:
-            if isinstance(self._source, AsyncIterable):
+            if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
+                async for chunk in self._source.chunks(self._batch_size):
+                    await self._read_chunks(iter(chunk))
+            elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)
             else:

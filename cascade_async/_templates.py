@@ -47,7 +47,7 @@ from ._models import MessageType
 from ._variable_ids import VariablePool
 from ._variables import PLACEHOLDER, Variable, VariableType, find_placeholders
 
-__all__ = ["Personalised", "Rejected", "Template", "TemplateItem"]
+__all__ = ["Personalised", "Rejected", "Template", "TemplateItem", "TemplateItems"]
 
 _VARIABLE_SPECS: Final = {"url": VariableType.URL, "short_url": VariableType.SHORT_URL}
 _KEYWORDS: Final = tuple(f"{t.value}=" for t in VariableType)
@@ -161,7 +161,7 @@ class Template:
         survey_options: Sequence[str] | None = None,
         id_prefix: str = "row",
         pool: VariablePool | None = None,
-    ) -> AsyncIterator[TemplateItem]:
+    ) -> TemplateItems:
         """One item per row, in order (see the module docstring).
 
         A row's id is its ``id_field`` value, or ``{id_prefix}-{n}`` for the n-th row (from 1)
@@ -183,7 +183,7 @@ class Template:
         if pool is None and self.variable_fields:
             pool = VariablePool()
         job = _Job(self, from_name, kind.value, id_field, phone_field, id_prefix, extra, pool)
-        return _generate(job, rows)
+        return TemplateItems(job, rows)
 
     def _item(self, job: _Job, tid: str, phone: Any, text: str, variables: list[Variable]) -> TemplateItem:
         message = {
@@ -301,6 +301,60 @@ class _Job:
         self.getter: Callable[[Mapping[str, Any]], tuple[Any, ...]] = (
             operator.itemgetter(phone_field, *names) if names else lambda row: (row[phone_field],)
         )
+
+
+class TemplateItems(AsyncIterator[TemplateItem]):
+    """What ``Template.messages()`` returns: an async iterator of items, one per row.
+
+    ``client.stream()`` reads it a chunk at a time (``chunks``), so that whole chunks are checked
+    in C as pre-rendered wire dicts are. Iterate it once, either way.
+    """
+
+    def __init__(self, job: _Job, rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]) -> None:
+        self._job = job
+        self._rows = rows
+        self._items: AsyncIterator[TemplateItem] | None = None
+
+    async def __anext__(self) -> TemplateItem:
+        if self._items is None:
+            self._items = _generate(self._job, self._rows)
+        return await self._items.__anext__()
+
+    async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
+        """The items in lists of up to ``size``. Rows from an async source that pauses wait in
+        the current list until the next row comes or the rows end."""
+        job, rows = self._job, self._rows
+        render = _renderer(job)
+        chunk: list[TemplateItem] = []
+        n = 0
+        source: Iterable[Any] = rows if not isinstance(rows, AsyncIterable) else ()
+        async_rows = rows.__aiter__() if isinstance(rows, AsyncIterable) else None
+        sync_rows = iter(source)
+        while True:
+            if async_rows is not None:
+                try:
+                    row = await async_rows.__anext__()
+                except StopAsyncIteration:
+                    break
+            else:
+                got: Any = next(sync_rows, _END)
+                if got is _END:
+                    break
+                row = got
+            n += 1
+            item = render(row, n)
+            while item is None:
+                await _refill(job)
+                item = render(row, n)
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+_END: Final = object()
 
 
 async def _generate(

@@ -102,6 +102,7 @@ class Uploads:
         self._inflight: dict[int, asyncio.Future[None]] = {}
         self._done: set[int] = set()
         self._failed: dict[int, CascadeError] = {}
+        self._seen: set[int] = set()  # every id registered: pending, in flight, uploaded or failed
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False  # no more registrations: the input ended
         self.requests = 0
@@ -109,13 +110,13 @@ class Uploads:
     def register(self, msg: Message, variables: tuple[Variable, ...]) -> None:
         """An admitted message and the variables its text references."""
         self._needs[id(msg)] = variables
+        seen = self._seen
         for var in variables:
-            vid = var.id
-            if vid in self._done or vid in self._inflight or vid in self._pending or vid in self._failed:
-                continue
-            self._pending[vid] = var
-        if len(self._pending) >= self._block:
-            self._wake()
+            if var.id not in seen:
+                seen.add(var.id)
+                self._pending[var.id] = var
+                if len(self._pending) >= self._block:
+                    self._wake()
 
     def close(self) -> None:
         """The input ended: whatever is pending may go now."""
