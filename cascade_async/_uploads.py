@@ -100,9 +100,9 @@ class Uploads:
         self._needs: dict[int, tuple[Variable, ...]] = {}  # id(message) -> its variables, until its batch
         self._pending: dict[int, Variable] = {}  # registered, in no upload yet (oldest first)
         self._inflight: dict[int, asyncio.Future[None]] = {}
-        self._done: set[int] = set()
         self._failed: dict[int, CascadeError] = {}
-        self._seen: set[int] = set()  # every id registered: pending, in flight, uploaded or failed
+        #: Every id registered: pending, in flight, failed, or else uploaded (one int per distinct value).
+        self._seen: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False  # no more registrations: the input ended
         self.requests = 0
@@ -138,7 +138,8 @@ class Uploads:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger
         while True:
-            missing = [vid for vid in wanted if vid not in self._done and vid not in self._failed]
+            pending, inflight = self._pending, self._inflight
+            missing = [vid for vid in wanted if vid in pending or vid in inflight]
             if not missing:
                 break
             waiting = {self._inflight[vid] for vid in missing if vid in self._inflight}
@@ -193,8 +194,6 @@ class Uploads:
             for var in chunk:
                 self._failed[var.id] = CascadeError(f"not uploaded: {exc}")
             raise exc if isinstance(exc, StopCall) else StopCall(exc) from exc
-        else:
-            self._done.update(var.id for var in chunk)
         finally:
             for var in chunk:
                 self._inflight.pop(var.id, None)
