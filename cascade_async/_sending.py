@@ -46,6 +46,9 @@ class Recorder(Protocol):
     ``not_sent`` after an attempt that certainly did not deliver (refused, 429, a certain
     5xx, a wrong endpoint), when no earlier attempt's outcome is unknown; ``completed`` with
     the final results. An exception from a recorder stops the call.
+
+    Optional: ``variables_uploading(variables)``, called before each upload of a templated
+    stream's variables (a journal keeps them, so a resumed job knows what the provider has).
     """
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...

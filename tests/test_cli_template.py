@@ -148,3 +148,15 @@ def test_incomplete_template_options_are_usage_errors(tmp_path: Path, args: tupl
     p = run("send", str(src), *args, "--dry-run")
     assert p.returncode == 2
     assert message in text(p)
+
+
+def test_survey_options_are_the_same_for_every_recipient(tmp_path: Path, server: Sandbox) -> None:
+    src = tmp_path / "s.csv"
+    src.write_text("toPhone,name\n+380501234567,Ann\n+380501234568,Bob\n")
+    p = run(
+        "send", str(src), "--template", "{name}, how did we do?", "--message-type", "viber_survey",
+        "--from-name", "Shop", "--survey-option", "Great", "--survey-option", "Bad",
+        "--base-url", server.url, "--api-key", SECRET,
+    )  # fmt: skip
+    assert p.returncode == 0, text(p)
+    assert [m["surveyOptions"] for m in server.accepted] == [["Great", "Bad"], ["Great", "Bad"]]

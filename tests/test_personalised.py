@@ -221,7 +221,9 @@ def test_batches_wait_for_a_full_upload_while_values_keep_coming() -> None:
             yield row
 
     async def main() -> bool:
-        async with CascadeClient(api_key="k", transport=transport, rate_limit=None, batch_size=100, max_in_flight=16) as c:
+        async with CascadeClient(
+            api_key="k", transport=transport, rate_limit=None, batch_size=100, max_in_flight=16
+        ) as c:
             report = await c.send_many(LINKED.messages(trickle(), from_name="S", message_type="promo"))
         return report.ok
 
