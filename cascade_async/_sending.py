@@ -71,14 +71,20 @@ _STOPPING = (AuthenticationError, EndpointError)
 
 
 class Attempts:
-    """What one batch has been through: its attempts and whether any may have got through."""
+    """What one batch has been through: its attempts, when the first began (after the rate
+    limiter: the deadline counts from there), and whether any may have got through."""
 
-    __slots__ = ("count", "gave_up", "unknown")
+    __slots__ = ("count", "gave_up", "started", "unknown")
 
-    def __init__(self, count: int = 0, unknown: bool = False) -> None:
+    def __init__(self, count: int = 0, unknown: bool = False, started: float | None = None) -> None:
         self.count = count
         self.unknown = unknown
+        self.started = started
         self.gave_up: str | None = None
+
+    def carried(self) -> Attempts:
+        """A copy for part of the batch (isolation): same history, same deadline."""
+        return Attempts(self.count, self.unknown, self.started)
 
 
 class Failed:
@@ -178,29 +184,27 @@ class BatchSender:
         recorder: Recorder | None = None,
         attempts: Attempts | None = None,
         *,
-        prune: Callable[[], Sequence[Message]] | None = None,
+        alive: Callable[[int], bool] | None = None,
         body: bytes | None = None,
+        max_requests: int | None = None,
     ) -> list[Result] | Failed:
-        """One batch of unique ids with retries: its results, or its last failure.
+        """One batch of unique ids with retries: its results (in ``batch`` order), or its last failure.
 
-        ``prune``, given, is asked before each retry for the messages still wanted (callers of
-        ``send()`` who timed out are left out of later attempts); results then follow its
-        last answer.
+        ``alive``, given, says per position whether a message is still wanted. It is asked after
+        the rate limiter, before every attempt, so a message whose caller gave up (cancelled, or
+        past ``send_timeout``) never leaves after that; its position gets a FAILED result that
+        nobody reads. ``max_requests`` caps the attempts (isolation's budget).
         """
         state = attempts or Attempts()
-        if body is None:
-            body = encode_batch(batch)
-        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)))
+        sending = _Sending(batch, body or encode_batch(batch))
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)), state, max_requests)
         try:
             async for attempt in retrying:
                 with attempt:
-                    if prune is not None and state.count:
-                        live = prune()
-                        if len(live) != len(batch):
-                            batch, body = live, encode_batch(live)
-                        if not batch:
-                            return []
-                    results = await self._attempt(batch, body, route, state, recorder)
+                    await self._acquire(sending.messages)
+                    if alive is not None and not sending.keep(alive):
+                        return sending.abandoned()
+                    results = await self._attempt(sending.messages, sending.body, route, state, recorder)
         except _STOPPING as exc:
             raise StopCall(exc) from exc
         except CascadeError as exc:
@@ -209,13 +213,16 @@ class BatchSender:
                 logger.debug("not retrying %d message(s) after %s: %s", len(batch), exc, stop.reason)
             return Failed(exc, state)
         self.budget.refund()
-        return results
+        return sending.spread(results)
 
     def _retrying(
-        self, before_sleep: Callable[[tenacity.RetryCallState], None]
+        self,
+        before_sleep: Callable[[tenacity.RetryCallState], None],
+        state: Attempts,
+        max_requests: int | None = None,
     ) -> tuple[Stop, tenacity.AsyncRetrying]:
         # A fresh AsyncRetrying per call: tenacity keeps per-call state on the instance.
-        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time)
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
         retrying = tenacity.AsyncRetrying(
             retry=retry_on(self.policy),
             wait=Wait(self.policy, self._rng),
@@ -231,7 +238,8 @@ class BatchSender:
         budget as a batch (``/api/items`` uploads): the 2xx answer, or raise the last
         ``CascadeError`` (``StopCall`` for wrong credentials or a wrong endpoint)."""
         url = self._base_url + path
-        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome))
+        state = Attempts()
+        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome), state)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -239,6 +247,9 @@ class BatchSender:
                         await self._limiter.acquire(0)  # one request, no messages
                     if self.closed:
                         raise ClientClosedError("the client is closed; nothing more is sent")
+                    if state.started is None:  # the deadline counts from after the limiter
+                        state.started = asyncio.get_running_loop().time()
+                    state.count += 1
                     raw = await self._transport(url, self._headers, body)
                     if classify(raw.status) is not Verdict.OK:
                         raise error_from_response(raw.status, raw.headers, raw.body, route=path)
@@ -253,11 +264,12 @@ class BatchSender:
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
     ) -> list[Result]:
-        await self._acquire(batch)
         if recorder is not None:
             # "pending" in the journal means the request is about to leave: after the limiter.
             _record(recorder.dispatched, batch)
         state.count += 1
+        if state.started is None:
+            state.started = asyncio.get_running_loop().time()
         try:
             return await self._request(batch, body, route, state.count)
         except CascadeError as exc:
@@ -318,6 +330,39 @@ class BatchSender:
 
             return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate)
         return got.results(batch)
+
+
+class _Sending:
+    """The part of a batch still wanted, and its body; results spread back to batch positions."""
+
+    __slots__ = ("batch", "body", "messages", "positions")
+
+    def __init__(self, batch: Sequence[Message], body: bytes) -> None:
+        self.batch = batch
+        self.messages = batch
+        self.body = body
+        self.positions: list[int] | None = None  # None: all of the batch
+
+    def keep(self, alive: Callable[[int], bool]) -> bool:
+        """Drop the positions no longer wanted; False when none is left."""
+        wanted = [i for i in (self.positions or range(len(self.batch))) if alive(i)]
+        if len(wanted) != len(self.messages):
+            self.positions = wanted
+            self.messages = [self.batch[i] for i in wanted]
+            self.body = encode_batch(self.messages) if wanted else b""
+        return bool(wanted)
+
+    def spread(self, results: list[Result]) -> list[Result]:
+        if self.positions is None:
+            return results
+        out = self.abandoned()
+        for i, result in zip(self.positions, results, strict=True):
+            out[i] = result
+        return out
+
+    def abandoned(self) -> list[Result]:
+        err = CascadeError("not sent: its caller gave up first (cancelled, or past send_timeout)")
+        return [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in self.batch]
 
 
 def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:

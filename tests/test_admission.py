@@ -13,7 +13,6 @@ import pytest
 
 from cascade_async import (
     BadLine,
-    CascadeClient,
     ErrorCode,
     Result,
     Status,
@@ -23,12 +22,7 @@ from cascade_async import (
     read_jsonl,
 )
 
-from .support import FakeTransport, msg, run_virtual
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, make, msg, run_virtual
 
 
 def with_invalid(n: int, every: int) -> list[dict[str, Any]]:
@@ -184,3 +178,18 @@ def test_read_csv_and_read_json_array_accept_streams_too() -> None:
     assert [m.id for m in a] == ["c1"]
     assert [m.id for m in b] == ["m1", "m2"]
     assert not any(isinstance(m, BadLine) for m in a + b)
+
+
+def test_results_and_messages_from_the_fast_paths_pickle_like_any_other() -> None:
+    import pickle
+
+    from cascade_async._models import convert_chunk
+    from cascade_async._wire import results_from_acks
+
+    (m,) = convert_chunk([msg(1)]) or []
+    assert isinstance(m, __import__("cascade_async").Message)
+    (r,) = results_from_acks([m], b'[{"messageId":"u-1","trackinId":"m1","status":"queued"}]', attempts=1)
+    assert r.ok
+    assert pickle.loads(pickle.dumps(m)).id == "m1"
+    assert pickle.loads(pickle.dumps(r)).message_id == "u-1"
+    assert repr(m).startswith("Message(")
