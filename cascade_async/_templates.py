@@ -43,6 +43,7 @@ from typing import Any, Final, TypeAlias
 import msgspec
 
 from ._errors import ErrorCode, ValidationError
+from ._inputs import BadLine
 from ._models import MessageType
 from ._variable_ids import VariablePool
 from ._variables import PLACEHOLDER, Variable, VariableType, find_placeholders
@@ -72,6 +73,8 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 TemplateItem: TypeAlias = dict[str, Any] | Personalised | Rejected
+#: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
+Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
 
 
 class Template:
@@ -150,7 +153,7 @@ class Template:
 
     def messages(
         self,
-        rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        rows: Rows,
         *,
         from_name: str,
         message_type: MessageType | str,
@@ -201,10 +204,14 @@ class Template:
 
     # A row the fast path (_renderer) does not take is rendered here, one check at a time, so that
     # the rejection names the field and the problem.
-    def _render_checked(self, job: _Job, row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def _render_checked(self, job: _Job, row: Mapping[str, Any] | BadLine, n: int) -> TemplateItem | None:
         if not isinstance(row, Mapping):
-            tid = f"{job.id_prefix}-{n}"
-            return _reject(tid, n, None, f"a row must be a mapping of column to value, not {type(row).__name__}")
+            made = f"{job.id_prefix}-{n}"
+            if isinstance(row, BadLine):  # a reader's unreadable row keeps its line and reason
+                err = row.error
+                bad = ValidationError(err.problem, field=err.field, tracking_id=made, code=err.code, line=row.line)
+                return Rejected(made, bad, n)
+            return _reject(made, n, None, f"a row must be a mapping of column to value, not {type(row).__name__}")
         tid = row.get(job.id_field)
         if tid is None or tid == "":
             tid = f"{job.id_prefix}-{n}"
@@ -310,7 +317,7 @@ class TemplateItems(AsyncIterator[TemplateItem]):
     in C as pre-rendered wire dicts are. Iterate it once, either way.
     """
 
-    def __init__(self, job: _Job, rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]) -> None:
+    def __init__(self, job: _Job, rows: Rows) -> None:
         self._job = job
         self._rows = rows
         self._items: AsyncIterator[TemplateItem] | None = None
@@ -358,7 +365,7 @@ _END: Final = object()
 
 
 async def _generate(
-    job: _Job, rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
+    job: _Job, rows: Rows
 ) -> AsyncIterator[TemplateItem]:
     render = _renderer(job)
     if isinstance(rows, AsyncIterable):
@@ -379,7 +386,7 @@ async def _generate(
         yield item
 
 
-def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | None]:
+def _renderer(job: _Job) -> Callable[[Any, int], TemplateItem | None]:
     """The per-row work of one job, with everything it reads bound to local names.
 
     Two closures, for templates without and with provider variables; both build the same wire
@@ -398,7 +405,7 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     pool_get = job.pool.get if job.pool is not None else None
     no_placeholders: list[str] = []
 
-    def render_plain(row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def render_plain(row: Any, n: int) -> TemplateItem | None:
         try:
             text = fast(values := getter(row), no_placeholders)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -418,7 +425,7 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     if not var_slots or pool_get is None:
         return render_plain
 
-    def render(row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def render(row: Any, n: int) -> TemplateItem | None:
         variables: list[Variable] = []
         try:
             values = getter(row)

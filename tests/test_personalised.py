@@ -231,3 +231,55 @@ def test_batches_wait_for_a_full_upload_while_values_keep_coming() -> None:
     uploads = [call for call in transport.calls if call[1].endswith(ITEMS)]
     assert [len(call[3]["variables"]) for call in uploads] == [1000]
     assert transport.calls[0][1].endswith(ITEMS)  # before any message
+
+
+async def test_an_upload_is_retried_like_a_batch_and_the_messages_then_go(sandbox: Sandbox) -> None:
+    sandbox.script(["503", "429"])  # the first two requests: both uploads
+    policy = RetryPolicy(max_attempts=3, initial_wait=0.01, max_retry_after=0.01)
+    async with client(sandbox, retry=policy) as c:
+        report = await c.send_many(LINKED.messages(rows(20), from_name="S", message_type="promo"))
+    assert report.ok, report.summary()
+    assert sandbox.route_counts[ITEMS] == 3
+    assert sandbox.stats().statuses == {"200": 1}
+
+
+class _Keeper:
+    """A recorder that keeps the variables it is told of, or fails."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.kept: list[int] = []
+        self.sent: list[str] = []
+
+    def variables_uploading(self, variables: Any) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.kept.extend(v.id for v in variables)
+
+    def dispatched(self, batch: Any) -> None:
+        self.sent.extend(m.id for m in batch)
+
+    def not_sent(self, batch: Any) -> None:
+        pass
+
+    def completed(self, results: Any) -> None:
+        pass
+
+
+async def test_a_recorder_is_told_of_each_upload_before_it_leaves_and_can_stop_the_job(sandbox: Sandbox) -> None:
+    keeper = _Keeper()
+    async with client(sandbox) as c:
+        items = [item async for item in LINKED.messages(rows(30), from_name="S", message_type="promo")]
+        async with c.stream(items, recorder=keeper) as results:
+            assert len([r async for r in results]) == 30
+    assert sorted(keeper.kept) == sorted(
+        v.id for item in items if isinstance(item, Personalised) for v in item.variables
+    )
+    failing = _Keeper(fail=True)
+    sandbox.reset()
+    async with client(sandbox) as c, c.stream(items, recorder=failing) as results:
+        with pytest.raises(OSError, match="disk full"):
+            async for _ in results:
+                pass
+    assert failing.sent == []
+    assert sandbox.route_counts[ITEMS] == 0

@@ -380,3 +380,14 @@ def test_the_fast_path_renders_exactly_what_the_checked_path_does(
         assert (fast.error.field, fast.error.code) == (checked.error.field, checked.error.code)
     else:
         assert fast == checked
+
+
+async def test_a_readers_bad_line_in_a_rows_place_is_rejected_with_its_line_and_reason() -> None:
+    from cascade_async import BadLine, ValidationError
+
+    bad = BadLine(7, ValidationError("not valid JSON", field=None, tracking_id=None, code="UNPARSEABLE", line=7))
+    items = await collect(Template("Hi {name}"), [{"toPhone": PHONE, "name": "A"}, bad], id_prefix="f")
+    rejected = items[1]
+    assert isinstance(rejected, Rejected)
+    assert (rejected.tracking_id, rejected.error.line, rejected.error.code) == ("f-2", 7, "UNPARSEABLE")
+    assert "not valid JSON" in str(rejected.error)

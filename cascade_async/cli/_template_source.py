@@ -2,7 +2,8 @@
 
 Rows are read in a worker thread in chunks, as raw dicts (CSV cells stay strings; an empty cell is
 a missing value). A line that cannot be read becomes a ``BadLine`` in its place, so every row
-yields exactly one item. Ids come from an ``id`` column, or ``{file stem}-{data row}``.
+yields exactly one item (then a ``Rejected`` with the line's number and reason). Ids come from an
+``id`` column, or ``{file stem}-{data row}``.
 
 With ``--journal``, the job's variable ids survive a crash: each block of ids is recorded in
 ``<journal>.variables.jsonl`` (``VariablePool.changes()``) before any id of it is used, and a
@@ -13,7 +14,6 @@ it may have used for another value.
 from __future__ import annotations
 
 import asyncio
-import collections
 import csv
 import dataclasses
 import datetime as _dt
@@ -31,7 +31,7 @@ from .._errors import ErrorCode, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
 from .._models import MessageType
-from .._templates import Personalised, Template, TemplateItem
+from .._templates import Personalised, Template, TemplateItems
 from .._variable_ids import VariablePool
 
 __all__ = ["TemplateJob", "read_rows", "template_job", "template_options"]
@@ -60,32 +60,20 @@ class TemplateJob:
         self.finish = lambda: record(pool)
         return skip_settled(self.items(stream, fmt, pool), journal, resend_unknown)
 
-    def items(self, stream: IO[bytes], fmt: str, pool: VariablePool | None = None) -> AsyncIterator[Any]:
-        """One stream item per row: a wire dict, ``Personalised``, ``Rejected`` or ``BadLine``."""
-        rows: collections.deque[Row] = collections.deque()
-
-        async def remembered() -> AsyncIterator[Any]:
-            async for row in read_rows(stream, fmt):
-                rows.append(row)
-                yield row
-
-        async def paired() -> AsyncIterator[TemplateItem | BadLine]:
-            rendered = self.template.messages(
-                remembered(),
-                from_name=self.from_name,
-                message_type=self.message_type,
-                phone_field=self.phone_column,
-                id_prefix=self.id_prefix,
-                ttl=self.ttl,
-                scheduled_sent=self.scheduled,
-                survey_options=self.survey_options,
-                pool=pool,
-            )
-            async for item in rendered:
-                row = rows.popleft()
-                yield row if isinstance(row, BadLine) else item
-
-        return paired()
+    def items(self, stream: IO[bytes], fmt: str, pool: VariablePool | None = None) -> TemplateItems:
+        """One stream item per row: a wire dict, ``Personalised`` or ``Rejected`` (an unreadable row
+        too, with its line number)."""
+        return self.template.messages(
+            read_rows(stream, fmt),
+            from_name=self.from_name,
+            message_type=self.message_type,
+            phone_field=self.phone_column,
+            id_prefix=self.id_prefix,
+            ttl=self.ttl,
+            scheduled_sent=self.scheduled,
+            survey_options=self.survey_options,
+            pool=pool,
+        )
 
 
 F = TypeVar("F", bound=Callable[..., Any])
