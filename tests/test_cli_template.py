@@ -160,3 +160,11 @@ def test_survey_options_are_the_same_for_every_recipient(tmp_path: Path, server:
     )  # fmt: skip
     assert p.returncode == 0, text(p)
     assert [m["surveyOptions"] for m in server.accepted] == [["Great", "Bad"], ["Great", "Bad"]]
+
+
+def test_a_json_array_is_no_template_input(tmp_path: Path) -> None:
+    src = tmp_path / "a.json"
+    src.write_text('[{"toPhone": "+380501234567", "name": "A"}]')
+    p = run("send", str(src), *ARGS, "--dry-run")
+    assert p.returncode == 2
+    assert "CSV or JSONL" in text(p)

@@ -117,6 +117,8 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
         if fmt == "auto":
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
             fmt = detect_format("" if file == "-" else file, head)
+        if template and fmt not in ("csv", "jsonl"):
+            raise click.UsageError("--template reads CSV or JSONL rows (one recipient per row)")
         if dry_run:
             code = asyncio.run(_dry_run(stream, fmt, writer, out, template))
         else:
