@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascade_async import Message, MessageType, Result, Status, ValidationError
@@ -332,3 +332,19 @@ def test_a_fallback_goes_out_in_the_documented_wire_shape() -> None:
         b'"fallback":{"messageType":"transaction","text":"Your code is 1234"}}]'
     )
     assert Message.from_dict(json.loads(encode_batch([m]))[0]) == m
+
+
+_fragments = st.sampled_from(["%", "name=", "url=", "short_url=", "1", "0", "12", "9" * 16, "x", "\n", " ", "-"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_fragments, min_size=1, max_size=8).map("".join), min_size=1, max_size=3))
+def test_the_chunk_path_takes_no_text_the_full_checks_refuse_for_its_placeholders(texts: list[str]) -> None:
+    from cascade_async._models import convert_chunk
+
+    chunk = [base(id=f"m{i}", text=f"t{text}") for i, text in enumerate(texts)]
+    fast = convert_chunk(chunk)
+    if fast is None:
+        return  # declined: each then goes through the full checks
+    for item, message in zip(chunk, fast, strict=True):
+        assert Message.from_dict(item).to_dict() == message.to_dict()
