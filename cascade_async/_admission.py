@@ -13,7 +13,7 @@ one set operation for the duplicate check. Anything unusual falls back to ``admi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Final
 
@@ -50,14 +50,14 @@ class Admission:
         *,
         dedupe: bool,
         max_bytes: int,
-        on_variables: Callable[[Message, tuple[Variable, ...]], None] | None = None,
+        on_variables: Callable[[Sequence[Message], Sequence[tuple[Variable, ...]]], None] | None = None,
     ) -> None:
         #: First-occurrence tracking ids in input order (a dict: ordered, O(1) membership);
         #: None without ``dedupe``, which then costs no memory per message.
         self.seen: dict[str, None] | None = {} if dedupe else None
         self.count = 0  # items read so far
         self._max_message = max_bytes - 2  # one message alone in a batch: "[" + it + "]"
-        #: Told of each admitted ``Personalised`` message and its variables (to upload before it goes).
+        #: Told of admitted ``Personalised`` messages and their variables (to upload before they go).
         self.on_variables = on_variables
 
     def admit(self, item: object) -> tuple[Message, int] | Result:
@@ -103,7 +103,7 @@ class Admission:
                 return duplicate(tid)
             seen[tid] = None
         if type(item) is Personalised and self.on_variables is not None:
-            self.on_variables(msg, item.variables)
+            self.on_variables((msg,), (item.variables,))
         return msg, size
 
     def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int, bytes] | None:
@@ -148,10 +148,8 @@ class Admission:
                 return None
         self.count += len(messages)
         if variables is not None:
-            need = self.on_variables
-            assert need is not None
-            for msg, of_msg in zip(messages, variables, strict=True):
-                need(msg, of_msg)
+            assert self.on_variables is not None
+            self.on_variables(messages, variables)
         return messages, nbytes, body
 
     def _refuse(self, exc: ValidationError, item: object) -> Result:

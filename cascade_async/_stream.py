@@ -265,12 +265,12 @@ class ResultStream:
             self._uploads.close()
         self._batcher.close()
 
-    def _need_variables(self, msg: Message, variables: tuple[Variable, ...]) -> None:
+    def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
         if self._uploads is None:
             # A recorder (the journal) may keep what is uploaded: told before each upload request.
             hook = getattr(self._recorder, "variables_uploading", None)
             self._uploads = Uploads(self._sender, linger=self._linger, before_upload=hook)
-        self._uploads.register(msg, variables)
+        self._uploads.register(messages, variables)
 
     def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
         # The input itself failed: finish what was read, then raise it to the consumer.

@@ -107,16 +107,17 @@ class Uploads:
         self._closed = False  # no more registrations: the input ended
         self.requests = 0
 
-    def register(self, msg: Message, variables: tuple[Variable, ...]) -> None:
-        """An admitted message and the variables its text references."""
-        self._needs[id(msg)] = variables
-        seen = self._seen
-        for var in variables:
-            if var.id not in seen:
-                seen.add(var.id)
-                self._pending[var.id] = var
-                if len(self._pending) >= self._block:
-                    self._wake()
+    def register(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
+        """Admitted messages and, for each, the variables its text references."""
+        self._needs.update(zip(map(id, messages), variables, strict=True))
+        seen, pending = self._seen, self._pending
+        for of_message in variables:
+            for var in of_message:
+                if var.id not in seen:
+                    seen.add(var.id)
+                    pending[var.id] = var
+        if len(pending) >= self._block:
+            self._wake()
 
     def close(self) -> None:
         """The input ended: whatever is pending may go now."""

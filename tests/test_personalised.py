@@ -203,7 +203,7 @@ def test_a_trickle_of_values_waits_at_most_linger_for_company() -> None:
         async with CascadeClient(api_key="k", transport=transport, rate_limit=None, linger=0.05) as c:
             uploads = Uploads(c._sender, linger=0.05)
             msg = Message(id="a", from_name="S", to_phone="+380501234567", message_type="promo", text="%url=5%")
-            uploads.register(msg, (Variable(5, VariableType.URL, "https://a.example"),))
+            uploads.register([msg], [(Variable(5, VariableType.URL, "https://a.example"),)])
             start = asyncio.get_running_loop().time()
             assert await uploads.ensure([msg]) == ([msg], [])
             return asyncio.get_running_loop().time() - start

@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 import click
@@ -197,9 +197,9 @@ async def _dry_run(
     preview = CostPreview()
     variables: tuple[Variable, ...] = ()
 
-    def note(msg: Message, of_msg: tuple[Variable, ...]) -> None:
+    def note(messages: Sequence[Message], of_messages: Sequence[tuple[Variable, ...]]) -> None:
         nonlocal variables
-        variables = of_msg
+        variables = of_messages[0]  # admit() tells of one message at a time
 
     admission = Admission(dedupe=True, max_bytes=MAX_BATCH_BYTES, on_variables=note)
     items = template.items(stream, fmt) if template else read_messages(stream, fmt)
