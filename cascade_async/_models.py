@@ -339,10 +339,10 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
     if not ids.isprintable() and _CONTROL.search(ids):  # isprintable: a fast pass in C
         return None
     # Non-empty is checked in C already, so blank means all whitespace (no copies made).
-    texts = map(_get_text, messages)
+    texts = list(map(_get_text, messages))
     if any(map(str.isspace, texts)) or any(map(str.isspace, map(_get_from, messages))):
         return None
-    joined = "\n".join(map(_get_text, messages))
+    joined = "\n".join(texts)
     if "%" in joined and _SUSPECT_PLACEHOLDER.search(joined):
         return None
     return messages
