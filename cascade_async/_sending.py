@@ -47,6 +47,9 @@ class Recorder(Protocol):
     ``not_sent`` after an attempt that certainly did not deliver (refused, 429, a certain
     5xx, a wrong endpoint), when no earlier attempt's outcome is unknown; ``completed`` with
     the final results. An exception from a recorder stops the call.
+
+    Optional: ``variables_uploading(variables)``, called before each upload of a templated
+    stream's variables (a journal keeps them, so a resumed job knows what the provider has).
     """
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...
@@ -126,6 +129,7 @@ class BatchSender:
     ) -> None:
         self._transport = transport
         self._urls = {route: base_url + route.value for route in Route}
+        self._base_url = base_url
         self._headers = dict(headers)
         self._limiter = limiter
         self.policy = policy
@@ -170,24 +174,19 @@ class BatchSender:
         priority: Priority = Priority.BULK,
         errors: Mapping[int, type[APIError]] | None = None,
     ) -> RawResponse:
-        """One request that is not a batch (status, uploads), with the same retries and budget.
+        """Any request that is not a batch (the status GET), with the same retry loop and budget.
 
-        ``limiter`` is taken once per attempt; ``errors`` maps a status to the ``APIError``
-        class it means on this route (404 on the status host is ``MessageNotFoundError``), in
-        place of the send routes' reading. Returns the 2xx answer or raises its ``CascadeError``.
+        ``limiter`` (its own bucket, not the send one) is taken once per attempt; ``errors`` maps
+        a status to the ``APIError`` class it means on this route (404 on the status host is
+        ``MessageNotFoundError``), in place of the send routes' reading. Returns the 2xx answer
+        or raises its ``CascadeError``.
         """
         request = getattr(self._transport, "request", None)
         if request is None:
             raise TypeError(f"{type(self._transport).__name__} has no request(method, url, headers, body) method")
         loop = asyncio.get_running_loop()
         state = Attempts()
-        retrying = tenacity.AsyncRetrying(
-            retry=retry_on(self.policy),
-            wait=Wait(self.policy, self._rng),
-            stop=Stop(self.policy, self.budget, loop.time, state),
-            sleep=asyncio.sleep,
-            reraise=True,
-        )
+        _, retrying = self._retrying(lambda rs: logger.debug("retrying %s %s: %s", method, url, rs.outcome), state)
         async for attempt in retrying:
             with attempt:
                 if limiter is not None:
@@ -196,6 +195,7 @@ class BatchSender:
                     raise ClientClosedError("the client is closed; nothing more is sent")
                 if state.started is None:
                     state.started = loop.time()  # the deadline counts after the limiter
+                state.count += 1
                 raw: RawResponse = await request(method, url, headers, body)
                 known = (errors or {}).get(raw.status)
                 if known is not None:
@@ -247,16 +247,7 @@ class BatchSender:
         """
         state = attempts or Attempts()
         sending = _Sending(batch, body or encode_batch(batch))
-        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
-        # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
-        retrying = tenacity.AsyncRetrying(
-            retry=retry_on(self.policy),
-            wait=Wait(self.policy, self._rng),
-            stop=stop,
-            before_sleep=lambda rs: self._before_sleep(rs, route, len(batch)),
-            sleep=asyncio.sleep,
-            reraise=True,
-        )
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)), state, max_requests)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -273,6 +264,52 @@ class BatchSender:
             return Failed(exc, state)
         self.budget.refund()
         return sending.spread(results)
+
+    def _retrying(
+        self,
+        before_sleep: Callable[[tenacity.RetryCallState], None],
+        state: Attempts,
+        max_requests: int | None = None,
+    ) -> tuple[Stop, tenacity.AsyncRetrying]:
+        # A fresh AsyncRetrying per call: tenacity keeps per-call state on the instance.
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=stop,
+            before_sleep=before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        return stop, retrying
+
+    async def post_body(self, path: str, body: bytes) -> RawResponse:
+        """POST ``body`` to ``base_url + path`` through the limiter, with the same retry loop and
+        budget as a batch (``/api/items`` uploads): the 2xx answer, or raise the last
+        ``CascadeError`` (``StopCall`` for wrong credentials or a wrong endpoint)."""
+        url = self._base_url + path
+        state = Attempts()
+        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome), state)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if self._limiter is not None:
+                        await self._limiter.acquire(0)  # one request, no messages
+                    if self.closed:
+                        raise ClientClosedError("the client is closed; nothing more is sent")
+                    if state.started is None:  # the deadline counts from after the limiter
+                        state.started = asyncio.get_running_loop().time()
+                    state.count += 1
+                    raw = await self._transport(url, self._headers, body)
+                    if classify(raw.status) is not Verdict.OK:
+                        raise error_from_response(raw.status, raw.headers, raw.body, route=path)
+        except _STOPPING as exc:
+            raise StopCall(exc) from exc
+        except CascadeError as exc:
+            exc.gave_up = stop.reason
+            raise
+        self.budget.refund()
+        return raw
 
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
