@@ -135,3 +135,13 @@ def test_the_pytest_fixture_takes_the_delivery_options_from_its_marker(cascade_s
 
     assert asyncio.run(main()) is DeliveryStatus.PERMANENTERROR
     assert cascade_sandbox.delivery.steps == (0.0, 0.05)
+
+
+async def test_reset_forgets_the_poll_counts_but_not_the_statuses() -> None:
+    async with Sandbox(delivery_steps=(0.0, 0.0)) as sb, CascadeClient(api_key="k", base_url=sb.url) as client:
+        result = await client.send(message(1))
+        assert result.message_id is not None
+        await client.status(result.message_id)
+        sb.reset()
+        assert sb.delivery.stats()["polls"] == 0
+        assert (await client.status(result.message_id)).delivered

@@ -226,6 +226,15 @@ class DeliverySim:
             return _json(404, {"error": {"code": "NOT_FOUND", "message": "message not found"}})
         return _json(200, answer)
 
+    def clear_counts(self) -> None:
+        self.polls.clear()
+        self.poll_times.clear()
+        self.answers.clear()
+        self.per_second.clear()
+        self.min_gap = float("inf")
+        self._last_poll.clear()
+        self.webhooks_sent.clear()
+
     def stats(self) -> dict[str, Any]:
         """Status GETs: total, the busiest whole second, the shortest gap for one message, answers."""
         return {

@@ -144,6 +144,7 @@ class Sandbox(InboxHelpers):
         self.route_counts.clear()
         self._requests = self._accepted_requests = self._accepted_messages = 0
         self._statuses.clear()
+        self.delivery.clear_counts()  # not the statuses: an accepted message never turns into a 404
         self.variables.clear()
 
     def stats(self) -> SandboxStats:
