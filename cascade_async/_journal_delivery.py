@@ -35,6 +35,7 @@ __all__ = [
     "count_tracked",
     "delivery_rows",
     "ensure_schema",
+    "migrate_delivery",
     "summary",
     "tracked",
 ]
@@ -127,18 +128,26 @@ def ensure_schema(db: sqlite3.Connection) -> None:
         return
     db.execute("BEGIN IMMEDIATE")
     try:
-        have = {row[1] for row in db.execute("PRAGMA table_info(outcomes)")}  # again, under the lock
-        for name, kind in DELIVERY_COLUMNS:
-            if name not in have:
-                db.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}")
-        db.execute("CREATE INDEX IF NOT EXISTS outcomes_message_id ON outcomes (message_id)")
-        db.execute(_PENDING_TABLE)
-        for trigger in _TRIGGERS:
-            db.execute(trigger)
+        migrate_delivery(db)  # again, under the lock: another process may have done it meanwhile
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
+
+
+def migrate_delivery(db: sqlite3.Connection) -> None:
+    """The delivery schema, inside the caller's transaction; idempotent.
+
+    Shaped as a journal schema migration: a versioned journal appends it to its migration list.
+    """
+    have = {row[1] for row in db.execute("PRAGMA table_info(outcomes)")}
+    for name, kind in DELIVERY_COLUMNS:
+        if name not in have:
+            db.execute(f"ALTER TABLE outcomes ADD COLUMN {name} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS outcomes_message_id ON outcomes (message_id)")
+    db.execute(_PENDING_TABLE)
+    for trigger in _TRIGGERS:
+        db.execute(trigger)
 
 
 _raw_encoder: Final = msgspec.json.Encoder(decimal_format="number")
