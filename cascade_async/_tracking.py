@@ -24,6 +24,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from typing import Final, TypeAlias
 from urllib.parse import quote
 
+import msgspec
+
 from ._delivery import DeliveryReport, DeliveryStatus, report_from_json
 from ._errors import AuthenticationError, CascadeError, ClientClosedError, EndpointError, MessageNotFoundError
 from ._models import Result, Status
@@ -126,8 +128,6 @@ def _timed_out(entry: _Tracked) -> DeliveryReport:
 
 
 def _with_tracking(report: DeliveryReport, tracking_id: str | None, *, final: bool) -> DeliveryReport:
-    import msgspec
-
     return msgspec.structs.replace(report, tracking_id=tracking_id or report.tracking_id, final=final)
 
 
