@@ -57,6 +57,8 @@ class Admission:
                 msg = Message.from_dict(item)
             elif isinstance(item, BadLine):
                 return self._refuse(_with_line(item), item)
+            elif isinstance(item, Result):
+                return item  # decided before admission (a journal's answer for a resumed job)
             else:
                 raise ValidationError(
                     f"input #{index} is a {type(item).__name__}, not a Message or a mapping",

@@ -1,28 +1,41 @@
-"""A SQLite journal that makes a bulk job resumable after a crash.
+"""A SQLite journal that makes a bulk job resumable after a crash, and safe to run again.
 
->>> with Journal("job.db") as journal:
+>>> with Journal("job.db") as journal:                   # one sender at a time: JOURNAL.lock
 ...     async for result in journal.stream(client, read_jsonl("big.jsonl")):
-...         ...
+...         ...                                           # one Result per input, every run
 ...     print(journal.unknown())    # in flight at a crash, or answer lost: resend knowingly
 
-Every batch is recorded as ``pending`` (committed) just before its first request leaves (after
-the rate limiter: a batch still waiting was never sent), and every result as it arrives (one
-commit per batch; WAL mode, so a commit is cheap and survives a killed process).
-Running the same job again skips messages already ``accepted`` or ``rejected``, sends those
-that failed for certain, and leaves out the ones whose outcome is unknown (a ``pending`` row
-left by a crash, or a failure with ``outcome_unknown``) unless ``resend_unknown=True``: the
-provider may have them already, and it does not promise to de-duplicate.
+A journal belongs to one job: it keeps, per tracking id, a fingerprint of the message's wire
+content, its state, its attempts and its last error. A row is ``pending`` (committed) just
+before each request holding it leaves (after the rate limiter), goes back to ``not_sent``
+after an answer that says it certainly was not taken (refused, 429, a certain 5xx, a wrong
+endpoint) unless an earlier attempt's outcome was unknown, and is settled only by the
+provider's answer (``accepted``, ``rejected``) or ends ``failed`` (``unknown`` or not).
+Writes are one transaction per chunk of input and per batch (WAL mode).
+
+Running the job again sends only what is left (see ``_journal_source``): every input still
+gets a Result, the settled ones from the journal (``from_journal=True``). Durability:
+``synchronous="full"`` (the default) fsyncs every commit, so the journal survives power loss
+as well as kill -9; ``"normal"`` survives kill -9 (the OS keeps what was written) but a power
+loss may undo the last commits, after which messages could be sent twice.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
-from ._admission import is_duplicate
+from ._errors import ErrorCode, JournalError
+from ._journal_lock import SenderLock
+from ._journal_rows import ROW_COLUMNS, Row, recorded_result, row_values
+from ._journal_schema import NOT_SENT, PENDING, SCHEMA_VERSION, migrate
+from ._journal_source import ResumeFilter
 from ._models import Message, Result, Route
 from ._stream import MessageSource, ResultStream
 
@@ -31,44 +44,66 @@ if TYPE_CHECKING:
 
 __all__ = ["Journal"]
 
-_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS outcomes (
-    tracking_id   TEXT PRIMARY KEY,
-    status        TEXT NOT NULL,      -- pending, accepted, rejected, failed
-    message_id    TEXT,
-    error_code    TEXT,
-    error_message TEXT,
-    unknown       INTEGER NOT NULL DEFAULT 0,
-    attempts      INTEGER NOT NULL DEFAULT 0,
-    updated_at    REAL NOT NULL
-)
+logger = logging.getLogger("cascade_async")
+
+Synchronous = Literal["full", "normal"]
+_BUSY_TIMEOUT_MS: Final = 10_000
+_DISPATCHED: Final = f"""
+INSERT INTO outcomes (tracking_id, status, attempts, updated_at) VALUES (?, '{PENDING}', 1, ?)
+ON CONFLICT (tracking_id) DO UPDATE SET status = '{PENDING}', unknown = 0, attempts = outcomes.attempts + 1,
+    updated_at = excluded.updated_at
 """
-_UPSERT: Final = """
-INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+_NOT_SENT: Final = f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
+_COMPLETED: Final = """
+INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
+    error_kind, error_field, http_status, error_line, gave_up)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tracking_id) DO UPDATE SET status = excluded.status, message_id = excluded.message_id,
     error_code = excluded.error_code, error_message = excluded.error_message, unknown = excluded.unknown,
-    attempts = outcomes.attempts + excluded.attempts, updated_at = excluded.updated_at
+    updated_at = excluded.updated_at, error_kind = excluded.error_kind, error_field = excluded.error_field,
+    http_status = excluded.http_status, error_line = excluded.error_line, gave_up = excluded.gave_up,
+    attempts = max(outcomes.attempts, excluded.attempts)
+-- a result of no attempt (the input refused it this run) never overwrites what may be at the provider
+WHERE excluded.attempts > 0 OR outcomes.status IN ('new', 'not_sent', 'rejected')
+    OR (outcomes.status = 'failed' AND outcomes.unknown = 0)
 """
-_PENDING: Final = """
-INSERT INTO outcomes (tracking_id, status, updated_at) VALUES (?, 'pending', ?)
-ON CONFLICT (tracking_id) DO UPDATE SET status = 'pending', unknown = 0, updated_at = excluded.updated_at
-"""
-_FINAL: Final = frozenset({"accepted", "rejected"})
+_UNKNOWN: Final = f"status = '{PENDING}' OR (status = 'failed' AND unknown = 1)"
+#: Results that say nothing new about the id's row: decided from the journal or by the input alone.
+_NOT_RECORDED: Final = frozenset({ErrorCode.DUPLICATE_ID, ErrorCode.CONTENT_CHANGED})
 
 
 class Journal:
-    """Outcomes of a bulk job, kept in SQLite so that running it again sends only what is left."""
+    """Outcomes of a bulk job, kept in SQLite so that running it again sends only what is left.
 
-    def __init__(self, path: str) -> None:
+    The sender holds ``JOURNAL.lock`` (``flock``) from construction to ``close()``: a second
+    sender gets ``JournalLockedError``. ``read_only=True`` takes no lock and cannot send:
+    for reports beside a running job. A journal of an older schema is upgraded in place; one
+    of a newer schema is refused with ``JournalError``.
+    """
+
+    def __init__(self, path: str, *, synchronous: Synchronous = "full", read_only: bool = False) -> None:
+        if synchronous not in ("full", "normal"):
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if read_only and not os.path.exists(path):
+            raise JournalError(f"no journal at {path}")
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # durable across a killed process
-        self._db.execute(_SCHEMA)
-        #: Messages left out by the last ``stream()``: already done, or of unknown outcome.
-        self.skipped_done = 0
-        self.skipped_unknown = 0
+        self.read_only = read_only
+        self._lock = None if read_only else SenderLock(path)
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None)
+            try:
+                self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+                migrate(self._db, path)
+            except BaseException:
+                self._db.close()
+                raise
+        except BaseException:
+            if self._lock is not None:
+                self._lock.release()
+            raise
+        self._filter: ResumeFilter | None = None
 
     def __enter__(self) -> Journal:
         return self
@@ -77,7 +112,12 @@ class Journal:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
+        """Close the database, then release the sender lock."""
+        try:
+            self._db.close()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     # --- what the job knows -----------------------------------------------------------
 
@@ -86,16 +126,45 @@ class Journal:
         return None if row is None else str(row[0])
 
     def counts(self) -> dict[str, int]:
+        """Messages per state: new, pending, not_sent, accepted, rejected, failed."""
         rows = self._db.execute("SELECT status, count(*) FROM outcomes GROUP BY status").fetchall()
         return {str(status): int(n) for status, n in rows}
 
-    def unknown(self) -> list[str]:
+    def unknown(self, limit: int | None = None) -> list[str]:
         """Tracking ids whose outcome is unknown: in flight at a crash, or their answer was lost."""
-        rows = self._db.execute(
-            "SELECT tracking_id FROM outcomes WHERE status = 'pending' OR (status = 'failed' AND unknown = 1) "
-            "ORDER BY tracking_id"
-        ).fetchall()
-        return [str(r[0]) for r in rows]
+        query = f"SELECT tracking_id FROM outcomes WHERE {_UNKNOWN} ORDER BY tracking_id"
+        if limit is not None:
+            query += f" LIMIT {int(limit)}"
+        return [str(r[0]) for r in self._db.execute(query)]
+
+    def count_unknown(self) -> int:
+        return int(self._db.execute(f"SELECT count(*) FROM outcomes WHERE {_UNKNOWN}").fetchone()[0])
+
+    def last_error(self) -> tuple[str, str] | None:
+        """The most recent recorded error: (tracking id, text)."""
+        row = self._db.execute(
+            f"SELECT {ROW_COLUMNS} FROM outcomes WHERE error_message IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        result = recorded_result(Row(*row))
+        return result.tracking_id, str(result.error)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Each run of the job: when, which input, its fingerprint, how many messages it read."""
+        cur = self._db.execute("SELECT * FROM runs ORDER BY run")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur]
+
+    def results(self) -> Iterator[Result]:
+        """One Result per journaled message as the journal knows it (``from_journal``), in the
+        order messages were first read; messages not settled come out FAILED."""
+        for row in self._db.execute(f"SELECT {ROW_COLUMNS} FROM outcomes ORDER BY rowid"):
+            yield recorded_result(Row(*row))
+
+    @property
+    def schema_version(self) -> int:
+        return SCHEMA_VERSION
 
     # --- sending ----------------------------------------------------------------------
 
@@ -106,80 +175,80 @@ class Journal:
         *,
         route: Route | None = None,
         resend_unknown: bool = False,
+        allow_changes: bool = False,
+        input_name: str | None = None,
     ) -> ResultStream:
-        """``client.stream()`` over the messages this journal does not already settle.
+        """``client.stream()`` over the messages this journal does not already settle: one
+        Result per input, those settled before (or left unknown) from the journal.
 
-        Use it as ``async for`` or ``async with``, like ``client.stream()``.
+        ``resend_unknown`` sends again the messages whose outcome is unknown (they may arrive
+        twice); ``allow_changes`` sends the new content of a message that may have been
+        delivered with other content (else REJECTED ``CONTENT_CHANGED``). ``input_name`` is
+        recorded with the run (the CLI records the input file). Duplicate ids are found in the
+        journal, so memory stays flat however long the input.
         """
-        self.skipped_done = self.skipped_unknown = 0
-        source = self._remaining(messages, resend_unknown)
-        return client.stream(source, route=route, dedupe=True, recorder=self)
+        if self._lock is None:
+            raise JournalError(f"the journal {self.path} was opened read_only: it cannot send")
+        options = json.dumps({"resend_unknown": resend_unknown, "allow_changes": allow_changes})
+        with self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute(
+                "INSERT INTO runs (started_at, input, options) VALUES (?, ?, ?)", (time.time(), input_name, options)
+            )
+        run = int(cast(int, cur.lastrowid))
+        self._filter = f = ResumeFilter(self._db, run, resend_unknown=resend_unknown, allow_changes=allow_changes)
+        source = f.aiter(messages) if isinstance(messages, AsyncIterable) else f.sync(messages)
+        # The filter also yields Results, which admission passes through (not in MessageSource's type).
+        return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self)
 
-    async def _remaining(
-        self, messages: MessageSource, resend_unknown: bool
-    ) -> AsyncIterator[Message | Mapping[str, Any]]:
-        lookup = self._db.execute
-        query = "SELECT status, unknown FROM outcomes WHERE tracking_id = ?"
-        async for item in _aiter(messages):
-            tid = item.id if isinstance(item, Message) else item.get("id") if isinstance(item, Mapping) else None
-            if isinstance(tid, str):
-                row = lookup(query, (tid,)).fetchone()
-                if row is not None:
-                    status, unknown = row
-                    if status in _FINAL:
-                        self.skipped_done += 1
-                        continue
-                    if (status == "pending" or unknown) and not resend_unknown:
-                        self.skipped_unknown += 1
-                        continue
-            yield item
+    @property
+    def skipped_done(self) -> int:
+        """Messages of the last ``stream()`` settled by an earlier run (not sent again)."""
+        return 0 if self._filter is None else self._filter.settled
+
+    @property
+    def skipped_unknown(self) -> int:
+        """Messages of the last ``stream()`` of unknown outcome, not sent again."""
+        return 0 if self._filter is None else self._filter.unknown
+
+    @property
+    def changed(self) -> int:
+        """Messages of the last ``stream()`` whose content differs from an earlier run's."""
+        return 0 if self._filter is None else self._filter.changed
+
+    @property
+    def resumed(self) -> int:
+        """Messages of the last ``stream()`` the journal knew from an earlier run."""
+        return 0 if self._filter is None else self._filter.resumed
+
+    def changed_warning(self) -> str | None:
+        """A warning when most of the last resumed run's messages look changed, else None."""
+        return None if self._filter is None else self._filter.finish_note()
 
     # --- Recorder: called by the engine ---------------------------------------------------
 
     def dispatched(self, batch: Sequence[Message]) -> None:
         now = time.time()
-        with self._transaction():
-            self._db.executemany(_PENDING, [(m.id, now) for m in batch])
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(_DISPATCHED, [(m.id, now) for m in batch])
 
     def not_sent(self, batch: Sequence[Message]) -> None:
-        # Certainly not delivered (refused, 429, a certain 5xx): resendable after a kill.
-        with self._transaction():
-            self._db.executemany(
-                "DELETE FROM outcomes WHERE tracking_id = ? AND status = 'pending'", [(m.id,) for m in batch]
-            )
+        # Certainly not delivered (refused, 429, a certain 5xx, a wrong endpoint): resendable after a kill.
+        now = time.time()
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(_NOT_SENT, [(now, m.id) for m in batch])
 
     def completed(self, results: Sequence[Result]) -> None:
         now = time.time()
-        rows = []
-        for r in results:
-            if is_duplicate(r):
-                continue  # the row belongs to the id's first occurrence
-            err = r.error
-            rows.append(
-                (
-                    r.tracking_id,
-                    r.status.value,
-                    r.message_id,
-                    None if err is None else err.code,
-                    None if err is None else str(err),
-                    int(r.outcome_unknown),
-                    r.attempts,
-                    now,
-                )
-            )
+        rows = [
+            row_values(r, now)
+            for r in results
+            if not r.from_journal and not (r.error is not None and r.error.code in _NOT_RECORDED)
+        ]
         if rows:
-            with self._transaction():
-                self._db.executemany(_UPSERT, rows)
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(_COMPLETED, rows)
 
-    def _transaction(self) -> sqlite3.Connection:
-        self._db.execute("BEGIN")
-        return self._db
-
-
-async def _aiter(messages: MessageSource) -> AsyncIterator[Any]:
-    if isinstance(messages, Iterable):
-        for item in messages:
-            yield item
-    else:
-        async for item in messages:
-            yield item

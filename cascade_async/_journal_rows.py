@@ -1,0 +1,108 @@
+"""Journal rows and Results: what is written for a Result, and the Result a row gives back."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Final, NamedTuple
+
+import msgspec
+
+from . import _errors
+from ._errors import APIError, CascadeError, ErrorCode, ValidationError
+from ._journal_schema import ACCEPTED, NEW, NOT_SENT, PENDING, REJECTED
+from ._models import Message, Result, Status
+
+__all__ = ["Row", "fingerprint", "recorded_result", "row_values", "ROW_COLUMNS"]
+
+_encode = msgspec.json.Encoder().encode
+_blake2b = hashlib.blake2b
+
+ROW_COLUMNS: Final = (
+    "tracking_id, status, message_id, error_code, error_message, unknown, attempts, fingerprint, run, "
+    "error_kind, error_field, http_status, error_line, gave_up"
+)
+
+
+class Row(NamedTuple):
+    tracking_id: str
+    status: str
+    message_id: str | None
+    error_code: str | None
+    error_message: str | None
+    unknown: int
+    attempts: int
+    fingerprint: int | None
+    run: int
+    error_kind: str | None
+    error_field: str | None
+    http_status: int | None
+    error_line: int | None
+    gave_up: str | None
+
+
+def fingerprint(message: Message) -> int:
+    """64 bits of blake2b over the message's wire encoding, as a signed SQLite integer."""
+    return int.from_bytes(_blake2b(_encode(message), digest_size=8).digest(), "big", signed=True)
+
+
+def row_values(r: Result, now: float) -> tuple[Any, ...]:
+    """The columns ``completed`` writes for one Result (see ``_Journal._COMPLETED``)."""
+    err = r.error
+    if err is None:
+        return (r.tracking_id, r.status.value, r.message_id, None, None, 0, r.attempts, now) + (None,) * 5
+    message = err.problem if isinstance(err, ValidationError) else err.message
+    return (
+        r.tracking_id,
+        r.status.value,
+        r.message_id,
+        err.code,
+        message,
+        int(err.outcome_unknown),
+        r.attempts,
+        now,
+        type(err).__name__,
+        getattr(err, "field", None),
+        err.status if isinstance(err, APIError) else None,
+        getattr(err, "line", None),
+        err.gave_up,
+    )
+
+
+def recorded_result(row: Row) -> Result:
+    """The Result an earlier run recorded for ``row``, marked ``from_journal``.
+
+    A row that was never settled gives FAILED: with ``outcome_unknown`` when a request
+    holding it may have left (``pending``, or a failure whose outcome was unknown).
+    """
+    status = row.status
+    if status == ACCEPTED:
+        return Result(row.tracking_id, Status.ACCEPTED, row.message_id, None, row.attempts, True)
+    if status == PENDING:
+        err: CascadeError = CascadeError(
+            "sent by an earlier run that stopped before the answer came", outcome_unknown=True
+        )
+    elif status in (NEW, NOT_SENT) and row.error_message is None:
+        err = CascadeError("not sent yet: the job stopped before it (a later run sends it)")
+    else:
+        err = _error(row)
+    err.tracking_id = row.tracking_id
+    result_status = Status.REJECTED if status == REJECTED else Status.FAILED
+    return Result(row.tracking_id, result_status, None, err, row.attempts, True)
+
+
+def _error(row: Row) -> CascadeError:
+    kind = getattr(_errors, row.error_kind or "", None)
+    message = row.error_message or "failed in an earlier run"
+    unknown = bool(row.unknown)
+    err: CascadeError
+    if isinstance(kind, type) and issubclass(kind, APIError) and row.http_status is not None:
+        err = kind(message, status=row.http_status, code=row.error_code, field=row.error_field, outcome_unknown=unknown)
+    elif isinstance(kind, type) and issubclass(kind, ValidationError):
+        code = row.error_code or ErrorCode.INVALID_FIELD
+        err = kind(message, field=row.error_field, tracking_id=row.tracking_id, code=code, line=row.error_line)
+    elif isinstance(kind, type) and issubclass(kind, CascadeError) and kind not in (APIError,):
+        err = kind(message, outcome_unknown=unknown)
+    else:  # a first-release journal row (its message is the whole text), or a kind we do not know
+        err = CascadeError(message, outcome_unknown=unknown)
+    err.gave_up = row.gave_up
+    return err

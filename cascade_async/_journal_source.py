@@ -1,0 +1,203 @@
+"""What a journaled job sends: the input, decided a chunk at a time against the journal.
+
+Each chunk of input costs one indexed ``SELECT ... IN (...)`` and one write transaction, and
+no memory per message: the journal itself is the duplicate check (an id read earlier in
+this run carries this run's number). Each input item comes out as itself (to be sent) or as
+its Result, decided here:
+
+- not in the journal: recorded ``new`` with its fingerprint, and sent;
+- read already in this run: REJECTED ``DUPLICATE_ID``;
+- settled before (accepted, rejected) with the same content: its recorded Result, ``from_journal``;
+- possibly delivered before (accepted, pending, failed of unknown outcome) with other content:
+  REJECTED ``CONTENT_CHANGED``, unless ``allow_changes``; its old content may be at the provider;
+- rejected before with other content (the user fixed it): sent again;
+- of unknown outcome: FAILED ``outcome_unknown`` from the journal, unless ``resend_unknown``;
+- never delivered for certain (new, not_sent, a certain failure): sent (with its new content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Final
+
+from ._admission import duplicate
+from ._errors import ErrorCode, ValidationError
+from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
+from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
+from ._models import Message, Result, Status, convert_chunk, failure
+
+__all__ = ["ResumeFilter"]
+
+logger = logging.getLogger("cascade_async")
+
+CHUNK: Final = 1000
+_INSERT: Final = "INSERT INTO outcomes (tracking_id, status, fingerprint, run, updated_at) VALUES (?, 'new', ?, ?, ?)"
+_TOUCH: Final = "UPDATE outcomes SET run = ?, fingerprint = ?, status = ? WHERE tracking_id = ?"
+
+
+class ResumeFilter:
+    """The input of one run, less what the journal already settles (see the module docstring)."""
+
+    def __init__(self, db: sqlite3.Connection, run: int, *, resend_unknown: bool, allow_changes: bool) -> None:
+        self._db = db
+        self.run = run
+        self._resend_unknown = resend_unknown
+        self._allow_changes = allow_changes
+        self._job = hashlib.blake2b(digest_size=16)
+        self.messages = 0  # valid input messages read
+        self.resumed = 0  # of them, found in the journal from an earlier run
+        self.changed = 0  # of those, with other content than before
+        self.settled = 0  # given back from the journal as settled
+        self.unknown = 0  # given back from the journal as of unknown outcome
+        self.finished = False  # the whole input was read
+
+    @property
+    def job_fingerprint(self) -> str:
+        return self._job.hexdigest()
+
+    def sync(self, items: Iterable[Any]) -> Iterator[Any]:
+        it = iter(items)
+        while chunk := list(itertools.islice(it, CHUNK)):
+            yield from self.decide(chunk)
+        self._finish()
+
+    async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        chunk: list[Any] = []
+        async for item in items:
+            chunk.append(item)
+            if len(chunk) >= CHUNK:
+                for out in self.decide(chunk):
+                    yield out
+                chunk = []
+        for out in self.decide(chunk):
+            yield out
+        self._finish()
+
+    def decide(self, chunk: list[Any]) -> list[Any]:
+        """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""
+        if not chunk:
+            return []
+        messages = _as_messages(chunk)
+        ids = list({m.id: None for m in messages if m is not None})
+        placeholders = ",".join("?" * len(ids))
+        found = {
+            row[0]: Row(*row)
+            for row in self._db.execute(f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({placeholders})", ids)
+        }
+        now = time.time()
+        inserts: list[tuple[Any, ...]] = []
+        touches: list[tuple[Any, ...]] = []
+        out: list[Any] = []
+        run = self.run
+        fps: list[bytes] = []
+        for item, msg in zip(chunk, messages, strict=True):
+            if msg is None:
+                out.append(item)  # admission rejects it and says why
+                continue
+            tid = msg.id
+            fp = fingerprint(msg)
+            fps.append(fp.to_bytes(8, "big", signed=True))
+            self.messages += 1
+            row = found.get(tid)
+            if row is None:
+                inserts.append((tid, fp, run, now))
+                found[tid] = Row(tid, NEW, None, None, None, 0, 0, fp, run, None, None, None, None, None)
+                out.append(msg)
+                continue
+            if row.run == run:
+                out.append(duplicate(tid))
+                continue
+            self.resumed += 1
+            decision, status = self._decide_row(row, fp, msg)
+            found[tid] = row._replace(run=run)
+            # A message not sent keeps the content that may be at the provider; one sent records its new content.
+            kept = row.fingerprint if decision is not msg and row.fingerprint is not None else fp
+            touches.append((run, kept, status, tid))
+            out.append(decision)
+        self._job.update(b"".join(fps))
+        with self._db:
+            self._db.execute("BEGIN")
+            if inserts:
+                self._db.executemany(_INSERT, inserts)
+            if touches:
+                self._db.executemany(_TOUCH, touches)
+        return out
+
+    def _decide_row(self, row: Row, fp: int, msg: Message) -> tuple[Message | Result, str]:
+        """What to do with a message the journal knows, and the row's status from now on."""
+        status = row.status
+        maybe_delivered = status in (ACCEPTED, PENDING) or (status == FAILED and row.unknown)
+        changed = row.fingerprint is not None and row.fingerprint != fp
+        if changed or (row.fingerprint is None and status == REJECTED):
+            self.changed += changed
+            if status == REJECTED:
+                return msg, NEW  # fixed by the user: send the new content
+            if maybe_delivered and not self._allow_changes:
+                return _content_changed(row.tracking_id), status
+            if status == ACCEPTED:
+                return msg, NEW  # allowed: the new content was never sent
+        if status in (ACCEPTED, REJECTED):
+            self.settled += 1
+            return recorded_result(row), status
+        if maybe_delivered and not self._resend_unknown:
+            self.unknown += 1
+            return recorded_result(row), status
+        return msg, status  # never delivered for certain, or a resend of an unknown one, knowingly
+
+    def _finish(self) -> None:
+        """The whole input was read: record the run's job fingerprint and size."""
+        self.finished = True
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, fingerprint = ?, messages = ?, changed = ? WHERE run = ?",
+                (time.time(), self.job_fingerprint, self.messages, self.changed, self.run),
+            )
+        if (note := self.finish_note()) is not None:
+            logger.warning("%s", note)
+
+    def finish_note(self) -> str | None:
+        """A warning when most of a resumed job looks changed (computed fields, or another input)."""
+        if self.resumed >= 10 and self.changed * 2 > self.resumed:
+            return (
+                f"{self.changed} of the {self.resumed} messages this journal knew have other content than before: "
+                "is this the same input? A computed field (a scheduledSent of 'now + 2 h', say) changes every "
+                "run; messages that may have been delivered were not sent again"
+                + ("" if self._allow_changes else " (allow_changes / --allow-changes sends the new content)")
+            )
+        return None
+
+
+def _as_messages(chunk: list[Any]) -> list[Message | None]:
+    if all(type(item) is dict for item in chunk):
+        converted = convert_chunk(chunk)  # the usual case, in C
+        if converted is not None:
+            return list(converted)
+    return [_as_message(item) for item in chunk]
+
+
+def _as_message(item: Any) -> Message | None:
+    if type(item) is Message or isinstance(item, Message):
+        return item
+    if isinstance(item, Mapping):
+        try:
+            return Message.from_dict(item)
+        except ValidationError:
+            return None
+    return None
+
+
+def _content_changed(tid: str) -> Result:
+    err = ValidationError(
+        "other content than the message an earlier run of this job journaled under this id, which may have "
+        "been delivered; not sent (allow_changes=True or --allow-changes sends the new content)",
+        field=None,
+        tracking_id=tid,
+        code=ErrorCode.CONTENT_CHANGED,
+    )
+    return failure(tid, Status.REJECTED, err, 0)
