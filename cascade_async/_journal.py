@@ -53,7 +53,9 @@ INSERT INTO outcomes (tracking_id, status, attempts, updated_at) VALUES (?, '{PE
 ON CONFLICT (tracking_id) DO UPDATE SET status = '{PENDING}', unknown = 0, attempts = outcomes.attempts + 1,
     updated_at = excluded.updated_at
 """
-_NOT_SENT: Final = f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
+_NOT_SENT: Final = (
+    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
+)
 _COMPLETED: Final = """
 INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
     error_kind, error_field, http_status, error_line, gave_up)
@@ -251,4 +253,3 @@ class Journal:
             with self._db:
                 self._db.execute("BEGIN")
                 self._db.executemany(_COMPLETED, rows)
-

@@ -87,7 +87,9 @@ class ResumeFilter:
         placeholders = ",".join("?" * len(ids))
         found = {
             row[0]: Row(*row)
-            for row in self._db.execute(f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({placeholders})", ids)
+            for row in self._db.execute(
+                f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({placeholders})", ids
+            )
         }
         now = time.time()
         inserts: list[tuple[Any, ...]] = []

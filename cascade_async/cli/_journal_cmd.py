@@ -38,7 +38,9 @@ def journal_command(path: str, export: str | None, show: int) -> None:
     with journal:
         for run in journal.runs():
             started = dt.datetime.fromtimestamp(run["started_at"], dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-            done = f"{run['messages']} messages, fingerprint {run['fingerprint']}" if run["finished_at"] else "unfinished"
+            done = (
+                f"{run['messages']} messages, fingerprint {run['fingerprint']}" if run["finished_at"] else "unfinished"
+            )
             out.print(f"run {run['run']} at {started}: input {run['input'] or '-'}; {done}", markup=False)
         counts = journal.counts()
         out.print(", ".join(f"{state} {counts.get(state, 0)}" for state in STATES), markup=False)
