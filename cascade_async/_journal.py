@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 from ._errors import ErrorCode, JournalError
 from ._journal_lock import SenderLock
 from ._journal_rows import ROW_COLUMNS, Row, recorded_result, row_values
-from ._journal_schema import NOT_SENT, PENDING, SCHEMA_VERSION, migrate
+from ._journal_schema import NOT_SENT, PENDING, SCHEMA_VERSION, open_journal
 from ._journal_source import ResumeFilter
 from ._models import Message, Result, Route
 from ._stream import MessageSource, ResultStream
@@ -92,15 +92,7 @@ class Journal:
         self.read_only = read_only
         self._lock = None if read_only else SenderLock(path)
         try:
-            self._db = sqlite3.connect(path, isolation_level=None)
-            try:
-                self._db.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                self._db.execute("PRAGMA journal_mode = WAL")
-                self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-                migrate(self._db, path)
-            except BaseException:
-                self._db.close()
-                raise
+            self._db = open_journal(path, synchronous.upper(), _BUSY_TIMEOUT_MS)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()

@@ -18,7 +18,7 @@ from typing import Final
 
 from ._errors import JournalError
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "open_journal"]
 
 #: States of a row. Only a provider's answer (or our own validation) settles a message.
 NEW: Final = "new"  # read from the input, not sent yet
@@ -74,6 +74,25 @@ def _v1_job_identity(db: sqlite3.Connection) -> None:
 #: One function per version step: ``MIGRATIONS[n]`` takes a journal from version n to n + 1.
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v0_outcomes, _v1_job_identity)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def open_journal(path: str, synchronous: str, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A connection in WAL mode at the current schema (autocommit: callers BEGIN explicitly)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA synchronous = {synchronous}")
+        migrate(db, path)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if type(exc) is sqlite3.DatabaseError:  # not an OperationalError: the file itself is wrong
+            raise JournalError(f"{path} is not a journal (not an SQLite database: {exc})") from None
+        raise
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def version(db: sqlite3.Connection) -> int:
