@@ -6,6 +6,7 @@ after resuming (printed at the end of the run: see conftest).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -23,7 +24,7 @@ import pytest
 from cascade_async import Journal
 from cascade_async.sandbox import sandbox_process
 
-from .test_cli import SECRET, run, text, wire, write_jsonl
+from .test_cli import SECRET, run, server, text, wire, write_jsonl  # noqa: F401  (server: a fixture)
 
 #: scenario -> what it measured; printed by conftest's terminal summary.
 KILL_TABLE: dict[str, dict[str, Any]] = {}
@@ -185,3 +186,82 @@ def test_the_journal_command_reads_beside_a_running_sender(tmp_path: Path) -> No
     assert report.returncode == 0, text(report)
     assert f"input {src}" in text(report)
     assert "accepted " in text(report) and "unfinished" in text(report)
+
+
+# --- the CLI, run after run ------------------------------------------------------------------------
+
+
+def cli_send(src: Path, db: Path, url: str, *more: str) -> subprocess.CompletedProcess[str]:
+    return run(*send_args(src, db, url, "--batch-size", "50", *more))
+
+
+def test_a_wrong_url_settles_nothing_and_after_the_fix_the_resume_sends_everything(
+    tmp_path: Path, server: Any
+) -> None:
+    src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(120)])
+    db = tmp_path / "job.db"
+    wrong = cli_send(src, db, server.url + "/behind-a-proxy")
+    assert wrong.returncode == 2, text(wrong)
+    assert "the endpoint is wrong" in text(wrong)
+    # the batches in flight with the first 404 met it too: none is left unknown
+    assert states(db) == {"not_sent": 120}
+    fixed = cli_send(src, db, server.url, "-o", str(tmp_path / "out.jsonl"))
+    assert fixed.returncode == 0, text(fixed)
+    assert states(db) == {"accepted": 120}
+    assert server.stats().accepted_messages == 120
+
+
+def test_the_output_of_every_run_is_complete_and_the_journal_command_exports_the_same_rows(
+    tmp_path: Path, server: Any
+) -> None:
+    source = [wire(i) for i in range(100)]
+    source[7] = wire(7, toPhone="+79161234567")  # refused by the provider below
+    src = write_jsonl(tmp_path / "m.jsonl", source)
+    db = tmp_path / "job.db"
+    server.reject_prefixes = ("+7",)
+    out1, out2 = tmp_path / "out1.jsonl", tmp_path / "out2.jsonl"
+    first = cli_send(src, db, server.url, "-o", str(out1))
+    second = cli_send(src, db, server.url, "-o", str(out2), "--synchronous", "normal")
+    assert (first.returncode, second.returncode) == (1, 1), text(first) + text(second)
+    assert "100 settled by an earlier run" in text(second)
+    rows1 = [json.loads(line) for line in out1.read_text().splitlines()]
+    rows2 = [json.loads(line) for line in out2.read_text().splitlines()]
+    assert len(rows2) == 100
+    assert sorted(r["trackingId"] for r in rows2) == sorted(r["trackingId"] for r in rows1)
+    assert {r["trackingId"]: r["status"] for r in rows2} == {r["trackingId"]: r["status"] for r in rows1}
+    assert server.stats().accepted_messages == 99  # nothing sent twice
+
+    report = run("journal", str(db), "--export", str(tmp_path / "export.csv"))
+    assert report.returncode == 0, text(report)
+    assert "accepted 99, rejected 1" in text(report)
+    assert f"input {src}" in text(report)
+    assert "last error: c7: HTTP 400" in text(report)
+    with open(tmp_path / "export.csv", newline="") as f:
+        exported = {row["trackingId"]: row for row in csv.DictReader(f)}
+    assert len(exported) == 100
+    assert exported["c7"]["status"] == "rejected" and exported["c7"]["httpStatus"] == "400"
+    assert exported["c3"]["messageId"] == next(r["messageId"] for r in rows1 if r["trackingId"] == "c3")
+
+
+def test_a_resumed_job_whose_content_mostly_changed_warns_and_sends_nothing_that_may_be_delivered(
+    tmp_path: Path, server: Any
+) -> None:
+    db = tmp_path / "job.db"
+    src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(60)])
+    assert cli_send(src, db, server.url).returncode == 0
+    changed = write_jsonl(tmp_path / "m.jsonl", [wire(i, text=f"sent at {time.time()}") for i in range(60)])
+    again = cli_send(changed, db, server.url)
+    assert again.returncode == 1
+    assert "warning: 60 of the 60 messages" in text(again)
+    assert "CONTENT_CHANGED" in text(again) or "other content" in text(again)
+    assert server.stats().accepted_messages == 60
+    allowed = cli_send(changed, db, server.url, "--allow-changes")
+    assert allowed.returncode == 0, text(allowed)
+    assert server.stats().accepted_messages == 120
+
+
+def test_the_journal_command_on_a_missing_file_exits_2_and_creates_nothing(tmp_path: Path) -> None:
+    p = run("journal", str(tmp_path / "none.db"))
+    assert p.returncode == 2
+    assert "no journal" in text(p)
+    assert not (tmp_path / "none.db").exists()
