@@ -56,7 +56,7 @@ async def _consume(client: Any, n: int, mode: str, path: str) -> int:
         async for batch in client.stream(messages(n), dedupe=False).batches():
             accepted += sum(r.status is Status.ACCEPTED for r in batch)
         return accepted
-    with Journal(path, synchronous=mode) as journal:
+    with Journal(path, synchronous=mode) as journal:  # type: ignore[arg-type]
         async for batch in journal.stream(client, messages(n)).batches():
             accepted += sum(r.status is Status.ACCEPTED for r in batch)
     return accepted
@@ -168,9 +168,17 @@ def timing(n: int, latency: float, repeats: int) -> list[dict[str, Any]]:
     rows = []
     for mode, mode_runs in runs.items():
         seconds = statistics.median(r["seconds"] for r in mode_runs)
-        rows.append({"latency_ms": latency * 1000, "mode": mode, "seconds": seconds, "ratio": seconds / base,
-                     "msg_per_s": n / seconds, "peak_rss_mb": max(r["peak_rss_mb"] for r in mode_runs),
-                     "runs": [round(r["seconds"], 2) for r in mode_runs]})
+        rows.append(
+            {
+                "latency_ms": latency * 1000,
+                "mode": mode,
+                "seconds": seconds,
+                "ratio": seconds / base,
+                "msg_per_s": n / seconds,
+                "peak_rss_mb": max(r["peak_rss_mb"] for r in mode_runs),
+                "runs": [round(r["seconds"], 2) for r in mode_runs],
+            }
+        )
     return rows
 
 
@@ -188,10 +196,14 @@ def main() -> None:
     print(f"\n## {args.messages:,} messages through stream(), median of {args.repeats}\n")
     print("| latency | journal | seconds | vs none | msg/s | peak RSS MB |\n|---|---|---|---|---|---|")
     for r in out["timing"]:
-        print(f"| {r['latency_ms']:.0f} ms | {r['mode']} | {r['seconds']:.2f} | {r['ratio']:.2f}x "
-              f"| {r['msg_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |")
+        print(
+            f"| {r['latency_ms']:.0f} ms | {r['mode']} | {r['seconds']:.2f} | {r['ratio']:.2f}x "
+            f"| {r['msg_per_s']:,.0f} | {r['peak_rss_mb']:.0f} |"
+        )
     n_writes = str(min(args.messages, 1_000_000))
-    out["writes"] = [run_child(__file__, "child-writes", n_writes, m, ids) for ids in ("seq", "uuid") for m in MODES[1:]]
+    out["writes"] = [
+        run_child(__file__, "child-writes", n_writes, m, ids) for ids in ("seq", "uuid") for m in MODES[1:]
+    ]
     print(f"\n## the journal's own work for {int(n_writes):,} messages, no network\n")
     print("| ids | synchronous | msg/s |\n|---|---|---|")
     for r in out["writes"]:
@@ -199,8 +211,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="journal-mem-", dir=os.environ.get("JOURNAL_BENCH_DIR")) as d:
         out["memory"] = run_child(__file__, "child-memory", str(args.memory), d, timeout=7200)
     m = out["memory"]
-    print(f"\n## memory: {m['messages']:,} journaled messages\n\npeak RSS {m['peak_rss_mb']:.0f} MB "
-          f"(before the job {m['rss_before_mb']:.0f} MB), {m['seconds']:.0f} s, journal file {m['journal_mb']:,.0f} MB")
+    print(
+        f"\n## memory: {m['messages']:,} journaled messages\n\npeak RSS {m['peak_rss_mb']:.0f} MB "
+        f"(before the job {m['rss_before_mb']:.0f} MB), {m['seconds']:.0f} s, journal file {m['journal_mb']:,.0f} MB"
+    )
     print(json.dumps(out))
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import time
 from collections.abc import AsyncIterable, Iterator, Sequence
 from types import TracebackType

@@ -13,14 +13,12 @@ from cascade_async import (
     AuthenticationError,
     CascadeClient,
     EndpointError,
-    ErrorCode,
     Event,
     Journal,
     RetryPolicy,
     RetryScheduled,
     Status,
 )
-from cascade_async._journal_source import CHUNK
 from cascade_async.sandbox import Sandbox
 
 from .support import FakeTransport, error, msg, run_virtual, scripted
@@ -78,7 +76,8 @@ async def test_a_second_run_sends_only_what_is_left_and_gives_every_input_a_resu
         assert (earlier.status, earlier.from_journal, earlier.message_id is not None) == (Status.ACCEPTED, True, True)
         refused = second["by_id"]["c102"]
         assert (refused.status, refused.from_journal) == (Status.REJECTED, True)
-        assert refused.error is not None and refused.error.code == first["by_id"]["c102"].error.code
+        assert refused.error is not None
+        assert refused.error.code == first["by_id"]["c102"].error.code
 
         with Journal(db) as journal:
             third = await run_once(sb, journal, source, resend_unknown=True)
@@ -96,10 +95,12 @@ async def test_a_recorded_rejection_comes_back_as_the_same_error(tmp_path: Path)
             first = (await run_once(sb, journal, [wire(1, toPhone="+79161234567")]))["results"][0]
         with Journal(str(tmp_path / "j.db")) as journal:
             again = (await run_once(sb, journal, [wire(1, toPhone="+79161234567")]))["results"][0]
-    assert again.from_journal and not first.from_journal
+    assert again.from_journal
+    assert not first.from_journal
     assert type(again.error) is type(first.error)
     assert str(again.error) == str(first.error)
-    assert again.error is not None and first.error is not None
+    assert again.error is not None
+    assert first.error is not None
     assert (again.error.code, getattr(again.error, "status", None)) == (first.error.code, 400)
 
 
@@ -183,7 +184,8 @@ def test_attempts_and_the_last_error_are_recorded(tmp_path: Path) -> None:
             assert {r.status for r in results} == {Status.FAILED}
             assert journal.counts() == {"failed": 10}
             last = journal.last_error()
-            assert last is not None and "HTTP 503" in last[1]
+            assert last is not None
+            assert "HTTP 503" in last[1]
             row = journal._db.execute("SELECT attempts, unknown FROM outcomes WHERE tracking_id = 'm3'").fetchone()
             assert row == (2, 0)
 

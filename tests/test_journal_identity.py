@@ -94,7 +94,8 @@ def test_a_message_refused_for_changed_content_keeps_its_first_content_in_the_jo
     run_job(db, [msg(1)])
     run_job(db, [msg(1, text="changed")])
     again = run_job(db, [msg(1)])  # the original content: settled, as recorded
-    assert again["by_id"]["m1"].from_journal and again["by_id"]["m1"].ok
+    assert again["by_id"]["m1"].from_journal
+    assert again["by_id"]["m1"].ok
 
 
 def test_most_of_a_resumed_job_changed_gives_a_warning(tmp_path: Path) -> None:
@@ -104,7 +105,8 @@ def test_most_of_a_resumed_job_changed_gives_a_warning(tmp_path: Path) -> None:
     assert same["warning"] is None
     changed = run_job(db, [msg(i, text=f"now {i}") for i in range(40)])
     assert changed["changed"] == 40
-    assert changed["warning"] is not None and "40 of the 40" in changed["warning"]
+    assert changed["warning"] is not None
+    assert "40 of the 40" in changed["warning"]
     assert changed["sent"] == []
 
 
@@ -206,8 +208,10 @@ def test_a_first_release_journal_is_upgraded_in_place_and_read_rightly(tmp_path:
     first_release_journal(db)
     got = run_job(str(db), [msg(i) for i in range(5)])
     by_id = got["by_id"]
-    assert by_id["m0"].from_journal and by_id["m0"].message_id == "mid-0"
-    assert by_id["m2"].outcome_unknown and by_id["m2"].from_journal
+    assert by_id["m0"].from_journal
+    assert by_id["m0"].message_id == "mid-0"
+    assert by_id["m2"].outcome_unknown
+    assert by_id["m2"].from_journal
     assert sorted(got["sent"]) == ["m1", "m3", "m4"]  # rejected by the old bug, a certain failure, new
     con = sqlite3.connect(db)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -244,7 +248,9 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 # --- durability -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("choice", "pragma"), [pytest.param("full", 2, id="full"), pytest.param("normal", 1, id="normal")])
+@pytest.mark.parametrize(
+    ("choice", "pragma"), [pytest.param("full", 2, id="full"), pytest.param("normal", 1, id="normal")]
+)
 def test_the_durability_choice_sets_sqlite_synchronous(tmp_path: Path, choice: Any, pragma: int) -> None:
     with Journal(str(tmp_path / "j.db"), synchronous=choice) as journal:
         assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == pragma

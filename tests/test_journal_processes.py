@@ -22,9 +22,10 @@ from typing import Any
 import pytest
 
 from cascade_async import Journal
-from cascade_async.sandbox import sandbox_process
+from cascade_async.pytest_plugin import SandboxThread
+from cascade_async.sandbox import Sandbox, sandbox_process
 
-from .test_cli import SECRET, run, server, text, wire, write_jsonl  # noqa: F401  (server: a fixture)
+from .test_cli import SECRET, run, text, wire, write_jsonl
 
 #: scenario -> what it measured; printed by conftest's terminal summary.
 KILL_TABLE: dict[str, dict[str, Any]] = {}
@@ -73,7 +74,8 @@ def states(db: Path) -> dict[str, int]:
 def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     proc.stdout.close()
     proc.stderr.close()
 
@@ -163,7 +165,8 @@ def test_a_second_sender_on_the_same_journal_exits_2_and_sends_nothing(tmp_path:
         second = run(*args)
         requests_meanwhile = stats(url)["requests"]
         assert second.returncode == 2, text(second)
-        assert "another process" in text(second) and "is sending with the journal" in text(second)
+        assert "another process" in text(second)
+        assert "is sending with the journal" in text(second)
         assert f"pid {first.pid}" in text(second)
         first_out, first_err = first.communicate(timeout=120)
         assert first.returncode == 0, first_out.decode() + first_err.decode()
@@ -185,10 +188,17 @@ def test_the_journal_command_reads_beside_a_running_sender(tmp_path: Path) -> No
         sender.communicate(timeout=120)
     assert report.returncode == 0, text(report)
     assert f"input {src}" in text(report)
-    assert "accepted " in text(report) and "unfinished" in text(report)
+    assert "accepted " in text(report)
+    assert "unfinished" in text(report)
 
 
 # --- the CLI, run after run ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[Sandbox]:
+    with SandboxThread(api_keys={SECRET}) as sb:
+        yield sb
 
 
 def cli_send(src: Path, db: Path, url: str, *more: str) -> subprocess.CompletedProcess[str]:
@@ -196,7 +206,7 @@ def cli_send(src: Path, db: Path, url: str, *more: str) -> subprocess.CompletedP
 
 
 def test_a_wrong_url_settles_nothing_and_after_the_fix_the_resume_sends_everything(
-    tmp_path: Path, server: Any
+    tmp_path: Path, server: Sandbox
 ) -> None:
     src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(120)])
     db = tmp_path / "job.db"
@@ -212,7 +222,7 @@ def test_a_wrong_url_settles_nothing_and_after_the_fix_the_resume_sends_everythi
 
 
 def test_the_output_of_every_run_is_complete_and_the_journal_command_exports_the_same_rows(
-    tmp_path: Path, server: Any
+    tmp_path: Path, server: Sandbox
 ) -> None:
     source = [wire(i) for i in range(100)]
     source[7] = wire(7, toPhone="+79161234567")  # refused by the provider below
@@ -239,12 +249,13 @@ def test_the_output_of_every_run_is_complete_and_the_journal_command_exports_the
     with open(tmp_path / "export.csv", newline="") as f:
         exported = {row["trackingId"]: row for row in csv.DictReader(f)}
     assert len(exported) == 100
-    assert exported["c7"]["status"] == "rejected" and exported["c7"]["httpStatus"] == "400"
+    assert exported["c7"]["status"] == "rejected"
+    assert exported["c7"]["httpStatus"] == "400"
     assert exported["c3"]["messageId"] == next(r["messageId"] for r in rows1 if r["trackingId"] == "c3")
 
 
 def test_a_resumed_job_whose_content_mostly_changed_warns_and_sends_nothing_that_may_be_delivered(
-    tmp_path: Path, server: Any
+    tmp_path: Path, server: Sandbox
 ) -> None:
     db = tmp_path / "job.db"
     src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(60)])
