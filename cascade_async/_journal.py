@@ -22,6 +22,7 @@ loss may undo the last commits, after which messages could be sent twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -36,6 +37,7 @@ from ._journal_rows import ROW_COLUMNS, Row, recorded_result, row_values
 from ._journal_schema import NOT_SENT, PENDING, SCHEMA_VERSION, open_journal
 from ._journal_source import ResumeFilter
 from ._models import Message, Result, Route
+from ._report import BulkReport
 from ._stream import MessageSource, ResultStream
 
 if TYPE_CHECKING:
@@ -85,19 +87,20 @@ class Journal:
     """Outcomes of a bulk job, kept in SQLite so that running it again sends only what is left.
 
     The sender holds ``JOURNAL.lock`` (``flock``) from construction to ``close()``: a second
-    sender gets ``JournalLockedError``. ``read_only=True`` takes no lock and cannot send:
-    for reports beside a running job. A journal of an older schema is upgraded in place; one
-    of a newer schema is refused with ``JournalError``.
+    sender gets ``JournalLockedError``. ``sender=False`` takes no lock and cannot send: for
+    reports (and delivery updates) beside a running job, under SQLite's ``busy_timeout``.
+    A journal of an older schema is upgraded in place; one of a newer schema is refused with
+    ``JournalError``. One ``stream()`` at a time.
     """
 
-    def __init__(self, path: str, *, synchronous: Synchronous = "full", read_only: bool = False) -> None:
+    def __init__(self, path: str, *, synchronous: Synchronous = "full", sender: bool = True) -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
-        if read_only and not os.path.exists(path):
+        if not sender and not os.path.exists(path):
             raise JournalError(f"no journal at {path}")
         self.path = path
-        self.read_only = read_only
-        self._lock = None if read_only else SenderLock(path)
+        self.sender = sender
+        self._lock = SenderLock(path) if sender else None
         try:
             self._db = open_journal(path, synchronous.upper(), _BUSY_TIMEOUT_MS)
         except BaseException:
@@ -189,7 +192,7 @@ class Journal:
         journal, so memory stays flat however long the input.
         """
         if self._lock is None:
-            raise JournalError(f"the journal {self.path} was opened read_only: it cannot send")
+            raise JournalError(f"the journal {self.path} was opened with sender=False: it cannot send")
         options = json.dumps({"resend_unknown": resend_unknown, "allow_changes": allow_changes})
         with self._db:
             self._db.execute("BEGIN")
@@ -201,6 +204,53 @@ class Journal:
         source = f.aiter(messages) if isinstance(messages, AsyncIterable) else f.sync(messages)
         # The filter also yields Results, which admission passes through (not in MessageSource's type).
         return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self)
+
+    async def send_many(
+        self,
+        client: CascadeClient,
+        messages: MessageSource,
+        *,
+        route: Route | None = None,
+        resend_unknown: bool = False,
+        allow_changes: bool = False,
+        input_name: str | None = None,
+    ) -> BulkReport:
+        """``client.send_many()`` through this journal: a ``BulkReport`` of every input in input
+        order, those settled by earlier runs included (``from_journal``). Holds every Result in
+        memory, like ``client.send_many``; use ``stream()`` for jobs of millions."""
+        started = time.monotonic()
+        order: list[str] = []
+        stream = self.stream(
+            client,
+            messages,
+            route=route,
+            resend_unknown=resend_unknown,
+            allow_changes=allow_changes,
+            input_name=input_name,
+        )
+        assert self._filter is not None
+        self._filter.order = order
+        by_id: dict[str, Result] = {}
+        duplicates: list[Result] = []
+
+        def report() -> BulkReport:
+            ordered = {tid: by_id[tid] for tid in order if tid in by_id}
+            ordered.update((tid, r) for tid, r in by_id.items() if tid not in ordered)  # rejected before parsing
+            return BulkReport(ordered, duplicates, time.monotonic() - started)
+
+        try:
+            async with stream:
+                async for batch in stream.batches():
+                    for result in batch:
+                        if result.error is not None and result.error.code == ErrorCode.DUPLICATE_ID:
+                            duplicates.append(result)
+                        else:
+                            by_id[result.tracking_id] = result
+        except Exception as exc:
+            with contextlib.suppress(AttributeError):
+                exc.partial_report = report()  # type: ignore[attr-defined]
+            raise
+        return report()
 
     @property
     def skipped_done(self) -> int:

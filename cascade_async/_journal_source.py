@@ -43,8 +43,18 @@ _TOUCH: Final = "UPDATE outcomes SET run = ?, fingerprint = ?, status = ? WHERE 
 class ResumeFilter:
     """The input of one run, less what the journal already settles (see the module docstring)."""
 
-    def __init__(self, db: sqlite3.Connection, run: int, *, resend_unknown: bool, allow_changes: bool) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        run: int,
+        *,
+        resend_unknown: bool,
+        allow_changes: bool,
+        order: list[str] | None = None,
+    ) -> None:
         self._db = db
+        #: Tracking ids in input order (first occurrences), kept only when asked (``send_many``).
+        self.order = order
         self.run = run
         self._resend_unknown = resend_unknown
         self._allow_changes = allow_changes
@@ -96,6 +106,7 @@ class ResumeFilter:
         touches: list[tuple[Any, ...]] = []
         out: list[Any] = []
         run = self.run
+        order = self.order
         fps: list[bytes] = []
         for item, msg in zip(chunk, messages, strict=True):
             if msg is None:
@@ -106,6 +117,8 @@ class ResumeFilter:
             fps.append(fp.to_bytes(8, "big", signed=True))
             self.messages += 1
             row = found.get(tid)
+            if order is not None and (row is None or row.run != run):
+                order.append(tid)
             if row is None:
                 inserts.append((tid, fp, run, now))
                 found[tid] = Row(tid, NEW, None, None, None, 0, 0, fp, run, None, None, None, None, None)

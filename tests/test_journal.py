@@ -222,3 +222,25 @@ async def test_a_journal_that_cannot_write_stops_the_job(tmp_path: Path) -> None
         with pytest.raises(sqlite3.Error):
             await run_once(sb, journal, job(50))
         journal.close()
+
+
+def test_send_many_through_a_journal_reports_every_input_in_input_order(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    source = [msg(i) for i in range(25)]
+    source[12] = msg(3)  # a repeat
+
+    async def main() -> None:
+        with Journal(db) as journal:
+            async with fake_client(scripted(error(503)), retry=RetryPolicy(max_attempts=1)) as c:
+                first = await journal.send_many(c, source)
+        assert list(first) == [m["id"] for m in source if m is not source[12]]
+        assert len(first.duplicates) == 1
+        assert first.count(Status.FAILED) == 10  # the first batch met a 503
+        with Journal(db) as journal:
+            async with fake_client(scripted()) as c:
+                second = await journal.send_many(c, source)
+        assert list(second) == list(first)
+        assert second.count(Status.ACCEPTED) == 24
+        assert sum(r.from_journal for r in second.values()) == 14
+
+    run_virtual(main())

@@ -165,9 +165,9 @@ def test_a_second_sender_is_refused_while_the_first_holds_the_lock(tmp_path: Pat
     with Journal(db):
         with pytest.raises(JournalLockedError, match=rf"pid {os.getpid()}"):
             Journal(db)
-        with Journal(db, read_only=True) as reader:  # readers take no lock
+        with Journal(db, sender=False) as reader:  # readers take no lock
             assert reader.counts() == {}
-            with pytest.raises(JournalError, match="read_only"):
+            with pytest.raises(JournalError, match="sender=False"):
                 reader.stream(None, [])  # type: ignore[arg-type]
     with Journal(db):  # released at close
         pass
@@ -176,7 +176,7 @@ def test_a_second_sender_is_refused_while_the_first_holds_the_lock(tmp_path: Pat
 
 def test_a_reader_of_a_missing_journal_does_not_create_one(tmp_path: Path) -> None:
     with pytest.raises(JournalError, match="no journal"):
-        Journal(str(tmp_path / "none.db"), read_only=True)
+        Journal(str(tmp_path / "none.db"), sender=False)
     assert not (tmp_path / "none.db").exists()
 
 

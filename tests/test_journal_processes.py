@@ -105,7 +105,7 @@ def test_kill_minus_9_then_resume_loses_nothing_and_duplicates_at_most_what_was_
     kill(proc)
     before = stats(url)
     assert before["unique_ids"] < KILL_N
-    with Journal(str(db), read_only=True) as journal:
+    with Journal(str(db), sender=False) as journal:
         in_flight_at_kill = journal.count_unknown()
         settled = journal.counts().get("accepted", 0)
     assert in_flight_at_kill <= 8 * 500
@@ -117,7 +117,7 @@ def test_kill_minus_9_then_resume_loses_nothing_and_duplicates_at_most_what_was_
     assert after["unique_ids"] == KILL_N  # every message accepted, none lost
     duplicates = after["accepted_messages"] - KILL_N
     assert duplicates <= in_flight_at_kill
-    with Journal(str(db), read_only=True) as journal:
+    with Journal(str(db), sender=False) as journal:
         assert journal.counts() == {"accepted": KILL_N}
     rows = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(rows) == KILL_N  # the output of the resumed run is complete

@@ -31,7 +31,7 @@ def journal_command(path: str, export: str | None, show: int) -> None:
     """Print a resumable job's state: messages per state, unknown ids, the last error, its input."""
     out, err = consoles()
     try:
-        journal = Journal(path, read_only=True)
+        journal = Journal(path, sender=False)
     except (JournalError, sqlite3.Error) as exc:
         err.print(f"error: {exc}", markup=False)
         sys.exit(EXIT_USAGE)
