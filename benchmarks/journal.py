@@ -208,13 +208,15 @@ def main() -> None:
     print("| ids | synchronous | msg/s |\n|---|---|---|")
     for r in out["writes"]:
         print(f"| {r['ids']} | {r['mode']} | {r['messages_per_s']:,.0f} |")
-    with tempfile.TemporaryDirectory(prefix="journal-mem-", dir=os.environ.get("JOURNAL_BENCH_DIR")) as d:
-        out["memory"] = run_child(__file__, "child-memory", str(args.memory), d, timeout=7200)
-    m = out["memory"]
-    print(
-        f"\n## memory: {m['messages']:,} journaled messages\n\npeak RSS {m['peak_rss_mb']:.0f} MB "
-        f"(before the job {m['rss_before_mb']:.0f} MB), {m['seconds']:.0f} s, journal file {m['journal_mb']:,.0f} MB"
-    )
+    if args.memory:  # --memory 0 skips it
+        with tempfile.TemporaryDirectory(prefix="journal-mem-", dir=os.environ.get("JOURNAL_BENCH_DIR")) as d:
+            out["memory"] = run_child(__file__, "child-memory", str(args.memory), d, timeout=7200)
+        m = out["memory"]
+        print(
+            f"\n## memory: {m['messages']:,} journaled messages\n\npeak RSS {m['peak_rss_mb']:.0f} MB "
+            f"(before the job {m['rss_before_mb']:.0f} MB), {m['seconds']:.0f} s, "
+            f"journal file {m['journal_mb']:,.0f} MB"
+        )
     print(json.dumps(out))
 
 

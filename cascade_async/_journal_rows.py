@@ -31,7 +31,7 @@ class Row(NamedTuple):
     error_message: str | None
     unknown: int
     attempts: int
-    fingerprint: int | None
+    fingerprint: bytes | None
     run: int
     error_kind: str | None
     error_field: str | None
@@ -40,9 +40,9 @@ class Row(NamedTuple):
     gave_up: str | None
 
 
-def fingerprint(message: Message) -> int:
-    """64 bits of blake2b over the message's wire encoding, as a signed SQLite integer."""
-    return int.from_bytes(_blake2b(_encode(message), digest_size=8).digest(), "big", signed=True)
+def fingerprint(message: Message) -> bytes:
+    """64 bits of blake2b over the message's wire encoding."""
+    return _blake2b(_encode(message), digest_size=8).digest()
 
 
 def row_values(r: Result, now: float) -> tuple[Any, ...]:

@@ -48,7 +48,7 @@ def _v0_outcomes(db: sqlite3.Connection) -> None:
 
 def _v1_job_identity(db: sqlite3.Connection) -> None:
     for column in (
-        "fingerprint INTEGER",  # 64 bits of blake2b over the message's wire encoding; NULL: not known
+        "fingerprint BLOB",  # 8 bytes of blake2b over the message's wire encoding; NULL: not known
         "run INTEGER NOT NULL DEFAULT 0",  # the run that last read this id from its input
         "error_kind TEXT",  # the exception class, to give the recorded Result back whole
         "error_field TEXT",

@@ -92,7 +92,7 @@ class ResumeFilter:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""
         if not chunk:
             return []
-        messages = _as_messages(chunk)
+        messages, all_valid = _as_messages(chunk)
         ids = list({m.id: None for m in messages if m is not None})
         placeholders = ",".join("?" * len(ids))
         found = {
@@ -102,11 +102,19 @@ class ResumeFilter:
             )
         }
         now = time.time()
+        run = self.run
+        order = self.order
+        if not found and all_valid and len(ids) == len(chunk):  # all new: the first run's usual chunk
+            prints = list(map(fingerprint, messages))  # type: ignore[arg-type]  # all_valid: no None
+            self._job.update(b"".join(prints))
+            self.messages += len(ids)
+            if order is not None:
+                order.extend(ids)
+            self._write(list(zip(ids, prints, itertools.repeat(run), itertools.repeat(now))), [])
+            return messages
         inserts: list[tuple[Any, ...]] = []
         touches: list[tuple[Any, ...]] = []
         out: list[Any] = []
-        run = self.run
-        order = self.order
         fps: list[bytes] = []
         for item, msg in zip(chunk, messages, strict=True):
             if msg is None:
@@ -114,7 +122,7 @@ class ResumeFilter:
                 continue
             tid = msg.id
             fp = fingerprint(msg)
-            fps.append(fp.to_bytes(8, "big", signed=True))
+            fps.append(fp)
             self.messages += 1
             row = found.get(tid)
             if order is not None and (row is None or row.run != run):
@@ -135,15 +143,18 @@ class ResumeFilter:
             touches.append((run, kept, status, tid))
             out.append(decision)
         self._job.update(b"".join(fps))
+        self._write(inserts, touches)
+        return out
+
+    def _write(self, inserts: list[tuple[Any, ...]], touches: list[tuple[Any, ...]]) -> None:
         with self._db:
             self._db.execute("BEGIN")
             if inserts:
                 self._db.executemany(_INSERT, inserts)
             if touches:
                 self._db.executemany(_TOUCH, touches)
-        return out
 
-    def _decide_row(self, row: Row, fp: int, msg: Message) -> tuple[Message | Result, str]:
+    def _decide_row(self, row: Row, fp: bytes, msg: Message) -> tuple[Message | Result, str]:
         """What to do with a message the journal knows, and the row's status from now on."""
         status = row.status
         maybe_delivered = status in (ACCEPTED, PENDING) or (status == FAILED and row.unknown)
@@ -188,12 +199,17 @@ class ResumeFilter:
         return None
 
 
-def _as_messages(chunk: list[Any]) -> list[Message | None]:
-    if all(type(item) is dict for item in chunk):
+def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], bool]:
+    """The chunk's items as Messages (None: not a valid message), and whether all are valid."""
+    kinds = set(map(type, chunk))
+    if kinds == {Message}:
+        return chunk, True
+    if kinds == {dict}:
         converted = convert_chunk(chunk)  # the usual case, in C
         if converted is not None:
-            return list(converted)
-    return [_as_message(item) for item in chunk]
+            return list(converted), True
+    messages = [_as_message(item) for item in chunk]
+    return messages, all(m is not None for m in messages)
 
 
 def _as_message(item: Any) -> Message | None:
