@@ -15,9 +15,11 @@ Writes are one transaction per chunk of input and per batch (WAL mode).
 
 Running the job again sends only what is left (see ``_journal_source``): every input still
 gets a Result, the settled ones from the journal (``from_journal=True``). Durability:
-``synchronous="full"`` (the default) fsyncs every commit, so the journal survives power loss
-as well as kill -9; ``"normal"`` survives kill -9 (the OS keeps what was written) but a power
-loss may undo the last commits, after which messages could be sent twice.
+``synchronous="full"`` (the default) fsyncs the WAL before each request leaves, so what the
+journal says was sent survives power loss as well as kill -9 (results recorded since the last
+fsync may be lost to a power cut: those messages then read as of unknown outcome, never as
+unsent); ``"normal"`` survives kill -9 (the OS keeps what was written) but a power loss may
+undo the last commits, after which messages could be sent twice.
 """
 
 from __future__ import annotations
@@ -100,9 +102,11 @@ class Journal:
             raise JournalError(f"no journal at {path}")
         self.path = path
         self.sender = sender
+        self.synchronous = synchronous
         self._lock = SenderLock(path) if sender else None
         try:
-            self._db = open_journal(path, synchronous.upper(), _BUSY_TIMEOUT_MS)
+            # NORMAL between marks; with "full", each ``dispatched`` commit is made with FULL (below).
+            self._db = open_journal(path, "NORMAL", _BUSY_TIMEOUT_MS)
         except BaseException:
             if self._lock is not None:
                 self._lock.release()
@@ -281,10 +285,21 @@ class Journal:
     def dispatched(self, batch: Sequence[Message]) -> None:
         now = time.time()
         rows = [(now, m.id) for m in batch]
-        with self._db:
-            self._db.execute("BEGIN")
-            if self._db.executemany(_DISPATCHED, rows).rowcount < len(rows):
-                self._db.executemany(_DISPATCHED_NEW, [(tid, t) for t, tid in rows])
+        full = self.synchronous == "full"
+        if full:
+            # The one write that must survive a power loss before money leaves: the mark that the
+            # request may have left. Its fsync of the WAL also makes every earlier commit durable
+            # (results, reads of the input), which are written without one of their own: lost,
+            # they would leave messages "pending" (unknown), never resent unasked.
+            self._db.execute("PRAGMA synchronous = FULL")
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                if self._db.executemany(_DISPATCHED, rows).rowcount < len(rows):
+                    self._db.executemany(_DISPATCHED_NEW, [(tid, t) for t, tid in rows])
+        finally:
+            if full:
+                self._db.execute("PRAGMA synchronous = NORMAL")
 
     def not_sent(self, batch: Sequence[Message]) -> None:
         # Certainly not delivered (refused, 429, a certain 5xx, a wrong endpoint): resendable after a kill.

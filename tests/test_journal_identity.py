@@ -249,17 +249,32 @@ def test_a_file_that_is_not_sqlite_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("choice", "pragma"), [pytest.param("full", 2, id="full"), pytest.param("normal", 1, id="normal")]
+    ("choice", "around_a_mark"),
+    [
+        pytest.param(
+            "full", ["PRAGMA synchronous = FULL", "BEGIN", "COMMIT", "PRAGMA synchronous = NORMAL"], id="full"
+        ),
+        pytest.param("normal", ["BEGIN", "COMMIT"], id="normal"),
+    ],
 )
-def test_the_durability_choice_sets_sqlite_synchronous(tmp_path: Path, choice: Any, pragma: int) -> None:
+def test_with_full_durability_each_pending_mark_is_committed_with_an_fsync(
+    tmp_path: Path, choice: Any, around_a_mark: list[str]
+) -> None:
+    from cascade_async import Message
+
     with Journal(str(tmp_path / "j.db"), synchronous=choice) as journal:
-        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == pragma
         assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL between marks
+        statements: list[str] = []
+        journal._db.set_trace_callback(statements.append)
+        journal.dispatched([Message.from_dict(msg(1))])
+        journal._db.set_trace_callback(None)
+    assert [s for s in statements if not s.lstrip().startswith(("UPDATE", "INSERT"))] == around_a_mark
 
 
 def test_the_default_durability_is_full_and_a_wrong_choice_is_a_value_error(tmp_path: Path) -> None:
     with Journal(str(tmp_path / "j.db")) as journal:
-        assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert journal.synchronous == "full"
     with pytest.raises(ValueError, match="synchronous"):
         Journal(str(tmp_path / "k.db"), synchronous="off")  # type: ignore[arg-type]
     assert not (tmp_path / "k.db.lock").exists()
