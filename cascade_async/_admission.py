@@ -77,6 +77,9 @@ class Admission:
                     )
         except ValidationError as exc:
             return self._refuse(exc, item)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # Anything else an item can make the checks raise is still that item's problem alone.
+            return self._refuse(ValidationError(f"cannot be read: {exc}", field=None, tracking_id=None), item)
         seen = self.seen
         if seen is not None:
             tid = msg.id
@@ -89,16 +92,19 @@ class Admission:
         """A whole chunk at once, with its exact encoded length and its encoding; None when any
         item needs a closer look (then ``admit`` each). Nothing is counted or remembered on None."""
         kinds = set(map(type, chunk))
-        if kinds == {Message}:
-            messages: list[Message] = chunk
-        elif kinds == {dict}:
-            converted = convert_chunk(chunk)
-            if converted is None:
+        try:
+            if kinds == {Message}:
+                messages: list[Message] = chunk
+            elif kinds == {dict}:
+                converted = convert_chunk(chunk)
+                if converted is None:
+                    return None
+                messages = converted
+            else:
                 return None
-            messages = converted
-        else:
+            body = encode_batch(messages)
+        except (ValueError, TypeError, OverflowError):  # e.g. a lone surrogate: let admit() name it
             return None
-        body = encode_batch(messages)
         nbytes = len(body)
         if nbytes > self._max_message + 2:
             return None  # maybe one message too large for any batch: look at each

@@ -156,6 +156,7 @@ class CascadeClient:
             on_event=on_event,
         )
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     # --- settings: fixed at construction ----------------------------------------------
 
@@ -219,18 +220,25 @@ class CascadeClient:
         after the results already in flight, and sends still pending fail with it. Nothing is
         dropped silently. Safe to call twice.
         """
-        if self._closed:
-            return
-        self._closed = True
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._close())
+        # shield: a second caller (or a cancelled one) must not cut the first one's close short
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout  # one budget for the whole close
         streams = list(self._streams)
         for stream in streams:
             await stream.stop_intake()
         coalescers, self._coalescers = list(self._coalescers.values()), {}
         for coalescer in coalescers:
-            await coalescer.aclose(self._close_timeout)
+            await coalescer.aclose(max(0.0, deadline - loop.time()))
         self._sender.closed = True
         if streams:
-            await asyncio.gather(*(s.close_for_client(self._close_timeout) for s in streams))
+            left = max(0.0, deadline - loop.time())
+            await asyncio.gather(*(s.close_for_client(left) for s in streams))
         await self._transport.aclose()
 
     @property

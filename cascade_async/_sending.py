@@ -68,14 +68,20 @@ _STOPPING = (AuthenticationError, EndpointError)
 
 
 class Attempts:
-    """What one batch has been through: its attempts and whether any may have got through."""
+    """What one batch has been through: its attempts, when the first began (after the rate
+    limiter: the deadline counts from there), and whether any may have got through."""
 
-    __slots__ = ("count", "gave_up", "unknown")
+    __slots__ = ("count", "gave_up", "started", "unknown")
 
-    def __init__(self, count: int = 0, unknown: bool = False) -> None:
+    def __init__(self, count: int = 0, unknown: bool = False, started: float | None = None) -> None:
         self.count = count
         self.unknown = unknown
+        self.started = started
         self.gave_up: str | None = None
+
+    def carried(self) -> Attempts:
+        """A copy for part of the batch (isolation): same history, same deadline."""
+        return Attempts(self.count, self.unknown, self.started)
 
 
 class Failed:
@@ -177,20 +183,20 @@ class BatchSender:
         recorder: Recorder | None = None,
         attempts: Attempts | None = None,
         *,
-        prune: Callable[[], Sequence[Message]] | None = None,
+        alive: Callable[[int], bool] | None = None,
         body: bytes | None = None,
+        max_requests: int | None = None,
     ) -> list[Result] | Failed:
-        """One batch of unique ids with retries: its results, or its last failure.
+        """One batch of unique ids with retries: its results (in ``batch`` order), or its last failure.
 
-        ``prune``, given, is asked before each retry for the messages still wanted (callers of
-        ``send()`` who timed out are left out of later attempts); results then follow its
-        last answer.
+        ``alive``, given, says per position whether a message is still wanted. It is asked after
+        the rate limiter, before every attempt, so a message whose caller gave up (cancelled, or
+        past ``send_timeout``) never leaves after that; its position gets a FAILED result that
+        nobody reads. ``max_requests`` caps the attempts (isolation's budget).
         """
         state = attempts or Attempts()
-        if body is None:
-            body = encode_batch(batch)
-        loop = asyncio.get_running_loop()
-        stop = Stop(self.policy, self.budget, loop.time)
+        sending = _Sending(batch, body or encode_batch(batch))
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
         # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
         retrying = tenacity.AsyncRetrying(
             retry=retry_on(self.policy),
@@ -203,13 +209,10 @@ class BatchSender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if prune is not None and state.count:
-                        live = prune()
-                        if len(live) != len(batch):
-                            batch, body = live, encode_batch(live)
-                        if not batch:
-                            return []
-                    results = await self._attempt(batch, body, route, state, recorder)
+                    await self._acquire(sending.messages)
+                    if alive is not None and not sending.keep(alive):
+                        return sending.abandoned()
+                    results = await self._attempt(sending.messages, sending.body, route, state, recorder)
         except _STOPPING as exc:
             self.stopped_by = exc
             raise StopCall(exc) from exc
@@ -219,16 +222,17 @@ class BatchSender:
                 logger.debug("not retrying %d message(s) after %s: %s", len(batch), exc, stop.reason)
             return Failed(exc, state)
         self.budget.refund()
-        return results
+        return sending.spread(results)
 
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
     ) -> list[Result]:
-        await self._acquire(batch)
         if recorder is not None:
             # "pending" in the journal means the request is about to leave: after the limiter.
             _record(recorder.dispatched, batch)
         state.count += 1
+        if state.started is None:
+            state.started = asyncio.get_running_loop().time()
         try:
             return await self._request(batch, body, route, state.count)
         except asyncio.CancelledError:
@@ -294,6 +298,39 @@ class BatchSender:
 
             return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate)
         return got.results(batch)
+
+
+class _Sending:
+    """The part of a batch still wanted, and its body; results spread back to batch positions."""
+
+    __slots__ = ("batch", "body", "messages", "positions")
+
+    def __init__(self, batch: Sequence[Message], body: bytes) -> None:
+        self.batch = batch
+        self.messages = batch
+        self.body = body
+        self.positions: list[int] | None = None  # None: all of the batch
+
+    def keep(self, alive: Callable[[int], bool]) -> bool:
+        """Drop the positions no longer wanted; False when none is left."""
+        wanted = [i for i in (self.positions or range(len(self.batch))) if alive(i)]
+        if len(wanted) != len(self.messages):
+            self.positions = wanted
+            self.messages = [self.batch[i] for i in wanted]
+            self.body = encode_batch(self.messages) if wanted else b""
+        return bool(wanted)
+
+    def spread(self, results: list[Result]) -> list[Result]:
+        if self.positions is None:
+            return results
+        out = self.abandoned()
+        for i, result in zip(self.positions, results, strict=True):
+            out[i] = result
+        return out
+
+    def abandoned(self) -> list[Result]:
+        err = CascadeError("not sent: its caller gave up first (cancelled, or past send_timeout)")
+        return [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in self.batch]
 
 
 def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:
