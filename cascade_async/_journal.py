@@ -35,8 +35,19 @@ from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from ._errors import ErrorCode, JournalError
 from ._journal_lock import SenderLock
-from ._journal_rows import ROW_COLUMNS, Row, recorded_result, row_values
-from ._journal_schema import NOT_SENT, PENDING, SCHEMA_VERSION, open_journal
+from ._journal_rows import (
+    ACCEPTED_UPDATE,
+    COMPLETED_UPSERT,
+    DISPATCHED,
+    DISPATCHED_NEW,
+    NOT_SENT_UPDATE,
+    ROW_COLUMNS,
+    UNKNOWN_WHERE,
+    Row,
+    recorded_result,
+    row_values,
+)
+from ._journal_schema import SCHEMA_VERSION, open_journal
 from ._journal_source import ResumeFilter
 from ._models import Message, Result, Route
 from ._report import BulkReport
@@ -51,36 +62,6 @@ logger = logging.getLogger("cascade_async")
 
 Synchronous = Literal["full", "normal"]
 _BUSY_TIMEOUT_MS: Final = 10_000
-_DISPATCHED: Final = f"""
-UPDATE outcomes SET status = '{PENDING}', unknown = 0, attempts = attempts + 1, updated_at = ? WHERE tracking_id = ?
-"""
-#: Rows no resume filter wrote first (the journal used as a plain ``recorder=``).
-_DISPATCHED_NEW: Final = (
-    f"INSERT OR IGNORE INTO outcomes (tracking_id, status, attempts, updated_at) VALUES (?, '{PENDING}', 1, ?)"
-)
-_ACCEPTED: Final = """
-UPDATE outcomes SET status = 'accepted', message_id = ?, attempts = max(attempts, ?), updated_at = ?, unknown = 0,
-    error_code = NULL, error_message = NULL, error_kind = NULL, error_field = NULL, http_status = NULL,
-    error_line = NULL, gave_up = NULL
-WHERE tracking_id = ?
-"""
-_NOT_SENT: Final = (
-    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
-)
-_COMPLETED: Final = """
-INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
-    error_kind, error_field, http_status, error_line, gave_up)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (tracking_id) DO UPDATE SET status = excluded.status, message_id = excluded.message_id,
-    error_code = excluded.error_code, error_message = excluded.error_message, unknown = excluded.unknown,
-    updated_at = excluded.updated_at, error_kind = excluded.error_kind, error_field = excluded.error_field,
-    http_status = excluded.http_status, error_line = excluded.error_line, gave_up = excluded.gave_up,
-    attempts = max(outcomes.attempts, excluded.attempts)
--- a result of no attempt (the input refused it this run) never overwrites what may be at the provider
-WHERE excluded.attempts > 0 OR outcomes.status IN ('new', 'not_sent', 'rejected')
-    OR (outcomes.status = 'failed' AND outcomes.unknown = 0)
-"""
-_UNKNOWN: Final = f"status = '{PENDING}' OR (status = 'failed' AND unknown = 1)"
 #: Results that say nothing new about the id's row: decided from the journal or by the input alone.
 _NOT_RECORDED: Final = frozenset({ErrorCode.DUPLICATE_ID, ErrorCode.CONTENT_CHANGED})
 
@@ -140,13 +121,13 @@ class Journal:
 
     def unknown(self, limit: int | None = None) -> list[str]:
         """Tracking ids whose outcome is unknown: in flight at a crash, or their answer was lost."""
-        query = f"SELECT tracking_id FROM outcomes WHERE {_UNKNOWN} ORDER BY tracking_id"
+        query = f"SELECT tracking_id FROM outcomes WHERE {UNKNOWN_WHERE} ORDER BY tracking_id"
         if limit is not None:
             query += f" LIMIT {int(limit)}"
         return [str(r[0]) for r in self._db.execute(query)]
 
     def count_unknown(self) -> int:
-        return int(self._db.execute(f"SELECT count(*) FROM outcomes WHERE {_UNKNOWN}").fetchone()[0])
+        return int(self._db.execute(f"SELECT count(*) FROM outcomes WHERE {UNKNOWN_WHERE}").fetchone()[0])
 
     def last_error(self) -> tuple[str, str] | None:
         """The most recent recorded error: (tracking id, text)."""
@@ -295,8 +276,8 @@ class Journal:
         try:
             with self._db:
                 self._db.execute("BEGIN")
-                if self._db.executemany(_DISPATCHED, rows).rowcount < len(rows):
-                    self._db.executemany(_DISPATCHED_NEW, [(tid, t) for t, tid in rows])
+                if self._db.executemany(DISPATCHED, rows).rowcount < len(rows):
+                    self._db.executemany(DISPATCHED_NEW, [(tid, t) for t, tid in rows])
         finally:
             if full:
                 self._db.execute("PRAGMA synchronous = NORMAL")
@@ -306,7 +287,7 @@ class Journal:
         now = time.time()
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(_NOT_SENT, [(now, m.id) for m in batch])
+            self._db.executemany(NOT_SENT_UPDATE, [(now, m.id) for m in batch])
 
     def completed(self, results: Sequence[Result]) -> None:
         now = time.time()
@@ -323,7 +304,7 @@ class Journal:
         with self._db:
             self._db.execute("BEGIN")
             # The usual case (accepted, and the row is there) is a plain UPDATE: about half the cost.
-            if accepted and self._db.executemany(_ACCEPTED, accepted).rowcount < len(accepted):
+            if accepted and self._db.executemany(ACCEPTED_UPDATE, accepted).rowcount < len(accepted):
                 other += [row_values(r, now) for r in results if r.error is None and not r.from_journal]
             if other:
-                self._db.executemany(_COMPLETED, other)
+                self._db.executemany(COMPLETED_UPSERT, other)

@@ -12,10 +12,43 @@ from ._errors import APIError, CascadeError, ErrorCode, ValidationError
 from ._journal_schema import ACCEPTED, NEW, NOT_SENT, PENDING, REJECTED
 from ._models import Message, Result, Status
 
-__all__ = ["Row", "fingerprint", "recorded_result", "row_values", "ROW_COLUMNS"]
+__all__ = ["ROW_COLUMNS", "Row", "fingerprint", "recorded_result", "row_values"]
 
 _encode = msgspec.json.Encoder().encode
 _blake2b = hashlib.blake2b
+
+# --- what the engine's Recorder calls write ------------------------------------------------------
+
+DISPATCHED: Final = f"""
+UPDATE outcomes SET status = '{PENDING}', unknown = 0, attempts = attempts + 1, updated_at = ? WHERE tracking_id = ?
+"""
+#: Rows no resume filter wrote first (the journal used as a plain ``recorder=``).
+DISPATCHED_NEW: Final = (
+    f"INSERT OR IGNORE INTO outcomes (tracking_id, status, attempts, updated_at) VALUES (?, '{PENDING}', 1, ?)"
+)
+ACCEPTED_UPDATE: Final = """
+UPDATE outcomes SET status = 'accepted', message_id = ?, attempts = max(attempts, ?), updated_at = ?, unknown = 0,
+    error_code = NULL, error_message = NULL, error_kind = NULL, error_field = NULL, http_status = NULL,
+    error_line = NULL, gave_up = NULL
+WHERE tracking_id = ?
+"""
+NOT_SENT_UPDATE: Final = (
+    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
+)
+COMPLETED_UPSERT: Final = """
+INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
+    error_kind, error_field, http_status, error_line, gave_up)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (tracking_id) DO UPDATE SET status = excluded.status, message_id = excluded.message_id,
+    error_code = excluded.error_code, error_message = excluded.error_message, unknown = excluded.unknown,
+    updated_at = excluded.updated_at, error_kind = excluded.error_kind, error_field = excluded.error_field,
+    http_status = excluded.http_status, error_line = excluded.error_line, gave_up = excluded.gave_up,
+    attempts = max(outcomes.attempts, excluded.attempts)
+-- a result of no attempt (the input refused it this run) never overwrites what may be at the provider
+WHERE excluded.attempts > 0 OR outcomes.status IN ('new', 'not_sent', 'rejected')
+    OR (outcomes.status = 'failed' AND outcomes.unknown = 0)
+"""
+UNKNOWN_WHERE: Final = f"status = '{PENDING}' OR (status = 'failed' AND unknown = 1)"
 
 ROW_COLUMNS: Final = (
     "tracking_id, status, message_id, error_code, error_message, unknown, attempts, fingerprint, run, "

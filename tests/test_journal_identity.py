@@ -278,3 +278,14 @@ def test_the_default_durability_is_full_and_a_wrong_choice_is_a_value_error(tmp_
     with pytest.raises(ValueError, match="synchronous"):
         Journal(str(tmp_path / "k.db"), synchronous="off")  # type: ignore[arg-type]
     assert not (tmp_path / "k.db.lock").exists()
+
+
+def test_an_input_line_broken_in_a_later_run_does_not_overwrite_a_delivered_message(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    run_job(db, [msg(1)])
+    broken = run_job(db, [msg(1, toPhone="not a phone")])
+    assert broken["by_id"]["m1"].status is Status.REJECTED  # this run's input is refused ...
+    assert broken["counts"] == {"accepted": 1}  # ... but the journal still knows it was delivered
+    again = run_job(db, [msg(1)])
+    assert again["sent"] == []
+    assert again["by_id"]["m1"].from_journal
