@@ -17,6 +17,7 @@ its Result, decided here:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import logging
@@ -77,15 +78,13 @@ class ResumeFilter:
         self._finish()
 
     async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
-        chunk: list[Any] = []
-        async for item in items:
-            chunk.append(item)
-            if len(chunk) >= CHUNK:
+        pump = _Pump(items)
+        try:
+            while (chunk := await pump.take()) is not None:
                 for out in self.decide(chunk):
                     yield out
-                chunk = []
-        for out in self.decide(chunk):
-            yield out
+        finally:
+            pump.close()
         self._finish()
 
     def decide(self, chunk: list[Any]) -> list[Any]:
@@ -197,6 +196,57 @@ class ResumeFilter:
                 + ("" if self._allow_changes else " (allow_changes / --allow-changes sends the new content)")
             )
         return None
+
+
+class _Pump:
+    """Reads an async source ahead into a chunk: whatever has arrived, up to ``CHUNK`` items.
+
+    A fast source gives full chunks; a slow one (a queue that trickles) has each item decided
+    as soon as it arrives, never held back waiting for a chunk to fill.
+    """
+
+    def __init__(self, items: AsyncIterable[Any]) -> None:
+        self._buffer: list[Any] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read(items))
+
+    async def _read(self, items: AsyncIterable[Any]) -> None:
+        try:
+            async for item in items:
+                buffer = self._buffer  # take() swaps it for an empty one
+                buffer.append(item)
+                if len(buffer) == 1:
+                    self._arrived.set()
+                elif len(buffer) >= CHUNK:
+                    self._room.clear()
+                    await self._room.wait()
+        except BaseException as exc:  # the source's own failure (or its CancelledError) is the input's
+            if self._task.cancelling():
+                raise
+            self._error = exc
+        finally:
+            self._ended = True
+            self._arrived.set()
+
+    async def take(self) -> list[Any] | None:
+        """The items read since the last call (waiting for at least one); None at the end."""
+        while not self._buffer and not self._ended:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if not self._buffer:
+            if self._error is not None:
+                raise self._error
+            return None
+        chunk, self._buffer = self._buffer, []
+        self._room.set()
+        return chunk
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], bool]:

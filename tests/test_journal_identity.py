@@ -289,3 +289,46 @@ def test_an_input_line_broken_in_a_later_run_does_not_overwrite_a_delivered_mess
     again = run_job(db, [msg(1)])
     assert again["sent"] == []
     assert again["by_id"]["m1"].from_journal
+
+
+def test_a_slow_async_source_has_each_message_sent_as_it_arrives_not_held_for_a_chunk(tmp_path: Path) -> None:
+    # the source gives the next message only once the previous one's result is out
+    seen = asyncio.Event()
+
+    async def source() -> Any:
+        for i in range(3):
+            seen.clear()
+            yield msg(i)
+            await seen.wait()
+
+    async def main() -> list[str]:
+        got = []
+        with Journal(str(tmp_path / "j.db")) as journal:
+            async with client(scripted(), linger=0.01) as c:
+                async for r in journal.stream(c, source()):
+                    got.append(r.tracking_id)
+                    seen.set()
+        return got
+
+    assert run_virtual(asyncio.wait_for(main(), 60)) == ["m0", "m1", "m2"]
+
+
+def test_an_async_source_that_fails_ends_the_journaled_stream_with_its_error(tmp_path: Path) -> None:
+    async def source() -> Any:
+        yield msg(1)
+        raise OSError("the input broke")
+
+    got: list[str] = []
+
+    async def consume(stream: Any) -> None:
+        async for r in stream:
+            got.append(r.tracking_id)
+
+    async def main() -> None:
+        with Journal(str(tmp_path / "j.db")) as journal:
+            async with client(scripted()) as c:
+                with pytest.raises(OSError, match="the input broke"):
+                    await consume(journal.stream(c, source()))
+
+    run_virtual(main())
+    assert got == ["m1"]
