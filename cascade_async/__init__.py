@@ -21,15 +21,16 @@ from ._errors import (
 from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
-from ._models import Message, MessageType, Result, Route, Status
+from ._models import Fallback, Message, MessageType, Result, Route, Status
 from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
-from ._templates import Personalised, Rejected, Template, TemplateItem
+from ._templates import Personalised, Rejected, Template, TemplateItem, TemplateItems
 from ._transport import AiohttpTransport, RawResponse, Transport
+from ._uploads import UploadReport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
 from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches
 from ._version import __version__
@@ -51,6 +52,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "EventHook",
+    "Fallback",
     "IdAllocator",
     "Journal",
     "JournalError",
@@ -84,9 +86,11 @@ __all__ = [
     "Status",
     "Template",
     "TemplateItem",
+    "TemplateItems",
     "TimeoutError",
     "Transport",
     "TransportError",
+    "UploadReport",
     "ValidationError",
     "Variable",
     "VariablePool",

@@ -24,9 +24,11 @@ from ._models import Message, Result, Route
 from ._ratelimit import Limiter, RateLimit
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder
+from ._sending import BatchSender, Recorder, StopCall
 from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, Transport
+from ._uploads import UploadReport, upload_variables
+from ._variables import Variable
 from ._version import __version__
 from ._wire import encode_batch
 
@@ -316,6 +318,18 @@ class CascadeClient:
             )
         return await coalescer.send(msg, self._send_timeout)
 
+    async def upload_variables(self, variables: Iterable[Variable]) -> UploadReport:
+        """Upload message variables (``POST /api/items``) in requests of up to 1000, through the
+        client's rate limiter and retries. A request that fails for good is in the report (the
+        others still go); wrong credentials raise ``AuthenticationError``. ``stream()`` and
+        ``send_many()`` upload a template's variables themselves, before the messages that use them.
+        """
+        self._ensure_open()
+        try:
+            return await upload_variables(self._sender, variables)
+        except StopCall as exc:
+            raise exc.error from None
+
     def stream(
         self,
         messages: MessageSource,
@@ -326,8 +340,9 @@ class CascadeClient:
     ) -> ResultStream:
         """Send any number of messages; yields one ``Result`` per input message as batches complete.
 
-        ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts; it is
-        read lazily. Invalid items come out REJECTED without being sent, and so do repeated
+        ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts, or the
+        items of ``Template.messages()`` (their variables are uploaded before the first batch
+        that uses them); it is read lazily. Invalid items come out REJECTED without being sent, and so do repeated
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.

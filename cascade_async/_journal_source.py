@@ -31,6 +31,7 @@ from ._errors import ErrorCode, ValidationError
 from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
 from ._models import Message, Result, Status, convert_chunk, failure
+from ._templates import Personalised
 
 __all__ = ["ResumeFilter"]
 
@@ -91,7 +92,7 @@ class ResumeFilter:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""
         if not chunk:
             return []
-        messages, all_valid = _as_messages(chunk)
+        messages, sendable, all_valid = _as_messages(chunk)
         ids = list({m.id: None for m in messages if m is not None})
         placeholders = ",".join("?" * len(ids))
         found = {
@@ -110,12 +111,12 @@ class ResumeFilter:
             if order is not None:
                 order.extend(ids)
             self._write(list(zip(ids, prints, itertools.repeat(run), itertools.repeat(now))), [])
-            return messages
+            return sendable
         inserts: list[tuple[Any, ...]] = []
         touches: list[tuple[Any, ...]] = []
         out: list[Any] = []
         fps: list[bytes] = []
-        for item, msg in zip(chunk, messages, strict=True):
+        for item, msg, send in zip(chunk, messages, sendable, strict=True):
             if msg is None:
                 out.append(item)  # admission rejects it and says why
                 continue
@@ -129,7 +130,7 @@ class ResumeFilter:
             if row is None:
                 inserts.append((tid, fp, run, now))
                 found[tid] = Row(tid, NEW, None, None, None, 0, 0, fp, run, None, None, None, None, None)
-                out.append(msg)
+                out.append(send)
                 continue
             if row.run == run:
                 out.append(duplicate(tid))
@@ -138,9 +139,10 @@ class ResumeFilter:
             decision, status = self._decide_row(row, fp, msg)
             found[tid] = row._replace(run=run)
             # A message not sent keeps the content that may be at the provider; one sent records its new content.
-            kept = row.fingerprint if decision is not msg and row.fingerprint is not None else fp
+            sent = decision is msg
+            kept = fp if sent or row.fingerprint is None else row.fingerprint
             touches.append((run, kept, status, tid))
-            out.append(decision)
+            out.append(send if sent else decision)
         self._job.update(b"".join(fps))
         self._write(inserts, touches)
         return out
@@ -249,22 +251,27 @@ class _Pump:
         self._task.cancel()
 
 
-def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], bool]:
-    """The chunk's items as Messages (None: not a valid message), and whether all are valid."""
+def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], list[Any], bool]:
+    """The chunk's items as Messages (None: not a valid message, for admission to refuse), what
+    to send for each (a ``Personalised`` item stays one: its variables go up first), and whether
+    all are valid."""
     kinds = set(map(type, chunk))
     if kinds == {Message}:
-        return chunk, True
+        return chunk, chunk, True
     if kinds == {dict}:
         converted = convert_chunk(chunk)  # the usual case, in C
         if converted is not None:
-            return list(converted), True
+            return converted, converted, True  # type: ignore[return-value]  # list is invariant
     messages = [_as_message(item) for item in chunk]
-    return messages, all(m is not None for m in messages)
+    sendable = [item if type(item) is Personalised else m for item, m in zip(chunk, messages, strict=True)]
+    return messages, sendable, all(m is not None for m in messages)
 
 
 def _as_message(item: Any) -> Message | None:
     if type(item) is Message or isinstance(item, Message):
         return item
+    if isinstance(item, Personalised):
+        item = item.message
     if isinstance(item, Mapping):
         try:
             return Message.from_dict(item)

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from ._errors import CascadeError, ValidationError
+from ._segments import SegmentInfo, sms_segments
+from ._variables import check_placeholders
 
-__all__ = ["Message", "MessageType", "Result", "Route", "Status"]
+__all__ = ["Fallback", "Message", "MessageType", "Result", "Route", "Status"]
 
 MAX_ID_LENGTH: Final = 255
 MAX_SURVEY_TEXT: Final = 85
@@ -54,6 +56,34 @@ class Status(enum.StrEnum):
     FAILED = "failed"  # transient errors given up on, or a broken answer
 
 
+class Fallback(
+    msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=False, forbid_unknown_fields=True, gc=False
+):
+    """What a flashcall sends instead when the call fails: ``"fallback": {"messageType": "transaction",
+    "text": "..."}`` on the wire, as the provider documents it.
+
+    >>> Fallback(text="Your code is 1234")
+    Fallback(message_type=<MessageType.TRANSACTION: 'transaction'>, text='Your code is 1234')
+    """
+
+    message_type: MessageType = MessageType.TRANSACTION
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        kind = self.message_type
+        if kind != MessageType.TRANSACTION:
+            raise ValidationError(
+                f"must be transaction (the only fallback the provider documents), not {str(kind)!r}",
+                field="fallback.messageType",
+                tracking_id=None,
+            )
+        msgspec.structs.force_setattr(self, "message_type", MessageType.TRANSACTION)
+        text = self.text
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("must be a non-empty string", field="fallback.text", tracking_id=None)
+        check_placeholders(text, field="fallback.text")
+
+
 # gc=False: a Message holds only strings, numbers, a datetime and a tuple of strings, so it can
 # never be part of a reference cycle; untracked, a million of them cost the collector nothing.
 class Message(
@@ -82,6 +112,7 @@ class Message(
     ttl: int | None = None
     scheduled_sent: _dt.datetime | None = None
     survey_options: tuple[str, ...] | None = None
+    fallback: Fallback | None = None
 
     def __post_init__(self) -> None:
         # msgspec does not check types or constraints when a Struct is built in Python, and
@@ -95,8 +126,12 @@ class Message(
             return msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:
             # msgspec wraps what __post_init__ raised; hand back our own error unwrapped.
-            if isinstance(exc.__cause__, ValidationError):
-                raise exc.__cause__ from None
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                tid = data.get("id") if cause.tracking_id is None and isinstance(data, Mapping) else None
+                if isinstance(tid, str):  # a nested Fallback did not know the id
+                    cause = ValidationError(cause.problem, field=cause.field, tracking_id=tid, code=cause.code)
+                raise cause from None
             raise _from_msgspec(exc, data) from None
         except TypeError as exc:  # a non-mapping input
             raise ValidationError(str(exc), field=None, tracking_id=None) from None
@@ -105,6 +140,18 @@ class Message(
         """The wire form, as sent: camelCase keys, unset fields left out."""
         result: dict[str, Any] = msgspec.to_builtins(self)
         return result
+
+    @property
+    def sms_segments(self) -> SegmentInfo:
+        """What the text costs if the cascade falls back to SMS (a flashcall: its fallback text).
+
+        A ``%short_url=N%`` counts as a link of ``SHORT_URL_LENGTH`` characters (an assumption the
+        result states in ``assumed``), other placeholders as written.
+        """
+        text = self.text
+        if text is None and self.fallback is not None:
+            text = self.fallback.text
+        return sms_segments(text or "")
 
 
 def _from_msgspec(exc: msgspec.ValidationError, data: Any) -> ValidationError:
@@ -160,6 +207,15 @@ def _check(msg: Message) -> None:
             raise _fail(msg, "text", "must be left out for flashcall messages")
     elif text is None or not _check_str(msg, "text", text).strip():
         raise _fail(msg, "text", f"is required for {kind.value} messages")
+    elif "%" in text:
+        check_placeholders(text, field="text", tracking_id=tid)
+
+    fallback = msg.fallback
+    if fallback is not None:
+        if kind is not MessageType.FLASHCALL:
+            raise _fail(msg, "fallback", "is only allowed on flashcall messages")
+        if not isinstance(fallback, Fallback):
+            raise _fail(msg, "fallback", f"must be a Fallback, not {type(fallback).__name__}")
 
     options = msg.survey_options
     if kind is MessageType.VIBER_SURVEY:
@@ -242,6 +298,7 @@ class _Checked(
     message_type: MessageType
     text: _NonEmpty  # required here: a flashcall takes the full path
     ttl: Annotated[int, msgspec.Meta(gt=0, le=MAX_TTL)] | None = None
+    fallback: None = None  # only flashcalls carry one, and they take the full path
     scheduled_sent: None = None  # a schedule takes the full path
     survey_options: None = None  # so does a survey
     __post_init__ = builtins.id  # type: ignore[assignment,misc]  # a no-op in C: the rules run per chunk
@@ -258,6 +315,10 @@ _get_text = attrgetter("text")
 _get_phone = attrgetter("to_phone")
 _get_id = attrgetter("id")
 _get_from = attrgetter("from_name")
+#: Where a placeholder starts but no valid id follows: the full path then checks that text. An id
+#: of up to 15 digits is always below MAX_VARIABLE_ID; a longer one is checked there too. A match
+#: across two joined texts holds the newline that joins them, so it is never taken for valid.
+_SUSPECT_PLACEHOLDER = re.compile(r"%(?:name|url|short_url)=(?![1-9][0-9]{0,14}%)")
 
 
 def convert_chunk(items: list[Any]) -> list[Message] | None:
@@ -278,8 +339,11 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
     if not ids.isprintable() and _CONTROL.search(ids):  # isprintable: a fast pass in C
         return None
     # Non-empty is checked in C already, so blank means all whitespace (no copies made).
-    texts = map(_get_text, messages)
+    texts = list(map(_get_text, messages))
     if any(map(str.isspace, texts)) or any(map(str.isspace, map(_get_from, messages))):
+        return None
+    joined = "\n".join(texts)
+    if "%" in joined and _SUSPECT_PLACEHOLDER.search(joined):
         return None
     return messages
 

@@ -31,7 +31,7 @@ from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
 from ._ratelimit import Limiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
-from ._transport import Transport
+from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
@@ -46,6 +46,9 @@ class Recorder(Protocol):
     ``not_sent`` after an attempt that certainly did not deliver (refused, 429, a certain
     5xx, a wrong endpoint), when no earlier attempt's outcome is unknown; ``completed`` with
     the final results. An exception from a recorder stops the call.
+
+    Optional: ``variables_uploading(variables)``, called before each upload of a templated
+    stream's variables (a journal keeps them, so a resumed job knows what the provider has).
     """
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...
@@ -125,6 +128,7 @@ class BatchSender:
     ) -> None:
         self._transport = transport
         self._urls = {route: base_url + route.value for route in Route}
+        self._base_url = base_url
         self._headers = dict(headers)
         self._limiter = limiter
         self.policy = policy
@@ -196,16 +200,7 @@ class BatchSender:
         """
         state = attempts or Attempts()
         sending = _Sending(batch, body or encode_batch(batch))
-        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
-        # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
-        retrying = tenacity.AsyncRetrying(
-            retry=retry_on(self.policy),
-            wait=Wait(self.policy, self._rng),
-            stop=stop,
-            before_sleep=lambda rs: self._before_sleep(rs, route, len(batch)),
-            sleep=asyncio.sleep,
-            reraise=True,
-        )
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)), state, max_requests)
         try:
             async for attempt in retrying:
                 with attempt:
@@ -223,6 +218,52 @@ class BatchSender:
             return Failed(exc, state)
         self.budget.refund()
         return sending.spread(results)
+
+    def _retrying(
+        self,
+        before_sleep: Callable[[tenacity.RetryCallState], None],
+        state: Attempts,
+        max_requests: int | None = None,
+    ) -> tuple[Stop, tenacity.AsyncRetrying]:
+        # A fresh AsyncRetrying per call: tenacity keeps per-call state on the instance.
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=stop,
+            before_sleep=before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        return stop, retrying
+
+    async def post_body(self, path: str, body: bytes) -> RawResponse:
+        """POST ``body`` to ``base_url + path`` through the limiter, with the same retry loop and
+        budget as a batch (``/api/items`` uploads): the 2xx answer, or raise the last
+        ``CascadeError`` (``StopCall`` for wrong credentials or a wrong endpoint)."""
+        url = self._base_url + path
+        state = Attempts()
+        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome), state)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if self._limiter is not None:
+                        await self._limiter.acquire(0)  # one request, no messages
+                    if self.closed:
+                        raise ClientClosedError("the client is closed; nothing more is sent")
+                    if state.started is None:  # the deadline counts from after the limiter
+                        state.started = asyncio.get_running_loop().time()
+                    state.count += 1
+                    raw = await self._transport(url, self._headers, body)
+                    if classify(raw.status) is not Verdict.OK:
+                        raise error_from_response(raw.status, raw.headers, raw.body, route=path)
+        except _STOPPING as exc:
+            raise StopCall(exc) from exc
+        except CascadeError as exc:
+            exc.gave_up = stop.reason
+            raise
+        self.budget.refund()
+        return raw
 
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None

@@ -25,6 +25,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from types import TracebackType
 from typing import Any
@@ -36,13 +37,17 @@ from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
 from ._sending import BatchSender, Recorder, StopCall
+from ._templates import Personalised, Rejected, TemplateItems
+from ._uploads import Uploads
+from ._variables import Variable
 from ._wire import encode_batch
 
 __all__ = ["MessageSource", "ResultStream"]
 
 logger = logging.getLogger("cascade_async")
 
-MessageSource = Iterable[Message | Mapping[str, Any] | BadLine] | AsyncIterable[Message | Mapping[str, Any] | BadLine]
+_Input = Message | Mapping[str, Any] | BadLine | Personalised | Rejected
+MessageSource = Iterable[_Input] | AsyncIterable[_Input]
 
 
 class _End:
@@ -101,7 +106,8 @@ class ResultStream:
         self._recorder = recorder
         self._isolate = isolate
         self._on_start = on_start
-        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes)
+        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
+        self._uploads: Uploads | None = None  # made at the first templated message
         self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -238,7 +244,10 @@ class ResultStream:
 
     async def _read(self) -> None:
         try:
-            if isinstance(self._source, AsyncIterable):
+            if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
+                async for chunk in self._source.chunks(self._batch_size):
+                    await self._read_chunks(iter(chunk))
+            elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)
             else:
@@ -252,7 +261,16 @@ class ResultStream:
         except Exception as exc:
             self._input_failed(exc, None)
         self._flush_rejected()
+        if self._uploads is not None:
+            self._uploads.close()
         self._batcher.close()
+
+    def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
+        if self._uploads is None:
+            # A recorder (the journal) may keep what is uploaded: told before each upload request.
+            hook = getattr(self._recorder, "variables_uploading", None)
+            self._uploads = Uploads(self._sender, linger=self._linger, before_upload=hook)
+        self._uploads.register(messages, variables)
 
     def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
         # The input itself failed: finish what was read, then raise it to the consumer.
@@ -368,9 +386,21 @@ class ResultStream:
 
     async def _run_batch(self, batch: Batch[Message]) -> None:
         try:
-            results = await self._sender.deliver(
-                batch, self._route, self._recorder, isolate=self._isolate, body=batch.body, unique=self._unique
-            )
+            todo: Sequence[Message] = batch
+            refused: list[Result] = []
+            if self._uploads is not None:  # templated messages: their variables go first
+                todo, refused = await self._uploads.ensure(batch)
+            results = refused
+            if todo:
+                results = await self._sender.deliver(
+                    todo,
+                    self._route,
+                    self._recorder,
+                    isolate=self._isolate,
+                    body=batch.body if todo is batch else None,
+                    unique=self._unique,
+                )
+                results = refused + results if refused else results
         except StopCall as exc:
             self._abort(exc.error)
             return
