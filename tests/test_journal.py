@@ -244,3 +244,17 @@ def test_send_many_through_a_journal_reports_every_input_in_input_order(tmp_path
         assert sum(r.from_journal for r in second.values()) == 14
 
     run_virtual(main())
+
+
+async def test_the_journal_command_lists_the_unknown_ids_first_n_and_counts_every_state(tmp_path: Path) -> None:
+    from .test_cli import run, text
+
+    db = str(tmp_path / "job.db")
+    async with Sandbox(faults=["ok", "lost"]) as sb:
+        with Journal(db) as journal:
+            await run_once(sb, journal, [wire(i) for i in range(40)], input_name="/data/job.jsonl")
+    p = await asyncio.to_thread(run, "journal", db, "--show", "2")
+    assert p.returncode == 0, text(p)
+    assert "new 0, pending 0, not_sent 0, accepted 20, rejected 0, failed 20" in text(p)
+    assert "unknown outcome: 20: c20, c21 ..." in text(p)
+    assert "input /data/job.jsonl; 40 messages, fingerprint " in text(p)
