@@ -138,6 +138,9 @@ class BatchSender:
         self._rng = rng or random.Random()
         #: Set by the client's ``aclose``: no request leaves after it.
         self.closed = False
+        #: The wrong-endpoint or credentials error that stopped a call: every request of this
+        #: client (one URL, one set of credentials) meets it, those in flight with it included.
+        self.stopped_by: CascadeError | None = None
 
     async def post(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
         """One rate-limited POST: the results of a 2xx, or the ``CascadeError`` of anything else."""
@@ -256,6 +259,7 @@ class BatchSender:
                         return sending.abandoned()
                     results = await self._attempt(sending.messages, sending.body, route, state, recorder)
         except _STOPPING as exc:
+            self.stopped_by = exc
             raise StopCall(exc) from exc
         except CascadeError as exc:
             state.gave_up = stop.reason
@@ -322,6 +326,11 @@ class BatchSender:
             state.started = asyncio.get_running_loop().time()
         try:
             return await self._request(batch, body, route, state.count)
+        except asyncio.CancelledError:
+            if recorder is not None and not state.unknown and self.stopped_by is not None:
+                # Cancelled because another batch met a wrong endpoint: so did this one.
+                _record_quietly(recorder.not_sent, batch)
+            raise
         except CascadeError as exc:
             if exc.outcome_unknown:
                 state.unknown = True
@@ -433,6 +442,13 @@ def _record(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message])
         hook(batch)
     except Exception as exc:
         raise StopCall(exc) from exc
+
+
+def _record_quietly(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message]) -> None:
+    try:
+        hook(batch)
+    except Exception:
+        logger.exception("the recorder failed while the call was stopping")
 
 
 def _certainly_not_sent(exc: CascadeError) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._journal_cmd import journal_command
 from ._report import report
 from ._sandbox import sandbox_command
 from ._send import send
@@ -24,3 +25,4 @@ cli.add_command(sandbox_command)
 cli.add_command(track)
 cli.add_command(webhook)
 cli.add_command(report)
+cli.add_command(journal_command)
