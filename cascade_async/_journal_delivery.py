@@ -26,6 +26,7 @@ from typing import Any, Final
 import msgspec
 
 from ._delivery import DeliveryReport
+from ._errors import JournalError
 
 __all__ = [
     "DELIVERY_COLUMNS",
@@ -107,15 +108,16 @@ BUSY_TIMEOUT_MS: Final = 10_000
 
 
 def connect(path: str) -> sqlite3.Connection:
-    """A second connection to a journal (WAL, busy timeout), with the delivery schema ensured."""
-    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outcomes'").fetchone() is None:
-        db.close()
-        raise ValueError(f"{path} is not a cascade-async journal (no outcomes table)")
-    ensure_schema(db)
+    """A second connection to a journal (WAL, busy timeout, migrated to the current schema, which
+    holds the delivery columns); it never takes the sender's lock."""
+    import os
+
+    from ._journal_schema import open_journal
+
+    if not os.path.exists(path):
+        raise JournalError(f"no journal at {path}")
+    db = open_journal(path, "NORMAL", BUSY_TIMEOUT_MS)
+    ensure_schema(db)  # a no-op at the current schema
     return db
 
 

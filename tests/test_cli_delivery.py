@@ -120,3 +120,25 @@ def test_the_webhook_command_commits_each_report_before_answering_beside_an_open
         assert proc.stdout is not None
         proc.stdout.close()
         sender.close()
+
+
+def test_report_rows_are_the_journal_export_rows_plus_the_delivery_columns(tmp_path: Path, server: Sandbox) -> None:
+    journal = sent_job(tmp_path, server)
+    assert run("track", journal, "--base-url", server.url, "--api-key", KEY).returncode == 0
+    exported, reported = tmp_path / "export.jsonl", tmp_path / "report.jsonl"
+    assert run("journal", journal, "--export", str(exported)).returncode == 0
+    assert run("report", journal, "--output", str(reported)).returncode == 0
+    plain = [json.loads(line) for line in exported.read_text().splitlines()]
+    rich = [json.loads(line) for line in reported.read_text().splitlines()]
+    assert len(rich) == len(plain) == 9
+    for before, after in zip(plain, rich, strict=True):
+        assert {k: after[k] for k in before} == before
+        assert set(after) - set(before) <= {
+            "deliveryStatus",
+            "deliveryFinal",
+            "cost",
+            "currency",
+            "channel",
+            "deliveryAt",
+        }
+        assert after["deliveryFinal"] is True

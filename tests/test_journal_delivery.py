@@ -78,10 +78,25 @@ def test_summary_counts_statuses_cost_and_channels_and_tracked_lists_the_rest(tm
 def test_opening_a_file_that_is_not_a_journal_is_a_clear_error(tmp_path: Path) -> None:
     import sqlite3
 
+    from cascade_async import JournalError
+
     path = tmp_path / "other.db"
-    sqlite3.connect(path).close()
-    with pytest.raises(ValueError, match="not a cascade-async journal"):
+    with closing(sqlite3.connect(path)) as other:
+        other.execute("CREATE TABLE accounts (id INTEGER)")
+    with pytest.raises(JournalError, match="not a cascade-async journal"):
         connect(str(path))
+    with pytest.raises(JournalError, match="no journal at"):
+        connect(str(tmp_path / "missing.db"))
+
+
+def test_a_new_journal_has_the_delivery_schema_as_its_latest_migration(tmp_path: Path) -> None:
+    from cascade_async._journal_schema import SCHEMA_VERSION
+
+    with Journal(str(tmp_path / "job.db")) as journal:
+        version = journal._db.execute("PRAGMA user_version").fetchone()[0]
+        columns = {row[1] for row in journal._db.execute("PRAGMA table_info(outcomes)")}
+    assert version == SCHEMA_VERSION
+    assert {"delivery_status", "delivery_final", "cost", "currency", "channel", "delivery_at", "raw"} <= columns
 
 
 def messages(n: int) -> list[Message]:

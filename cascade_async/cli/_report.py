@@ -5,14 +5,16 @@ from __future__ import annotations
 import csv
 import sqlite3
 import sys
-from typing import IO
+from typing import IO, Final
 
 import click
 import msgspec
 from rich.console import Console
 
-from .._journal_delivery import DeliverySummary, connect, delivery_rows, summary
-from .._outputs import output_format
+from .._errors import JournalError
+from .._journal_delivery import DeliverySummary, connect, summary
+from .._journal_rows import ROW_COLUMNS, Row, recorded_result
+from .._outputs import COLUMNS, output_format, row_for
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, consoles
 
 __all__ = ["print_summary", "report"]
@@ -32,7 +34,7 @@ def report(journal: str, output: str | None) -> None:
     out, err = consoles()
     try:
         db = connect(journal)
-    except (ValueError, OSError) as exc:
+    except (JournalError, ValueError, OSError) as exc:
         err.print(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     with db:
@@ -44,20 +46,36 @@ def report(journal: str, output: str | None) -> None:
     sys.exit(EXIT_OK if totals.all_final else EXIT_SOME_FAILED)
 
 
-def write_rows(db: sqlite3.Connection, stream: IO[str], fmt: str) -> None:
-    rows = delivery_rows(db)
+#: The delivery columns added to the row format of ``send --output`` and ``journal --export``.
+DELIVERY_FIELDS: Final = ("deliveryStatus", "deliveryFinal", "cost", "currency", "channel", "deliveryAt")
+_QUERY: Final = (
+    f"SELECT {ROW_COLUMNS}, delivery_status, delivery_final, cost, currency, channel, delivery_at "
+    "FROM outcomes ORDER BY rowid"
+)
+
+
+def write_rows(db: sqlite3.Connection, stream: IO[str], fmt: str) -> int:
+    """One row per journaled message: the export's row, then its delivery columns."""
+    writer: csv.DictWriter[str] | None = None
     if fmt == "csv":
-        first = next(rows, None)
-        if first is None:
-            return
-        writer = csv.DictWriter(stream, fieldnames=list(first))
+        writer = csv.DictWriter(stream, fieldnames=[*COLUMNS[:7], "httpStatus", *COLUMNS[7:], *DELIVERY_FIELDS])
         writer.writeheader()
-        for row in (first, *rows):
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        return
     encoder = msgspec.json.Encoder()
-    for row in rows:
-        stream.write(encoder.encode({k: v for k, v in row.items() if v is not None}).decode() + "\n")
+    n = 0
+    for values in db.execute(_QUERY):
+        result = recorded_result(Row(*values[: len(Row._fields)]))
+        row = row_for(result, getattr(result.error, "line", None))
+        delivery = dict(zip(DELIVERY_FIELDS, values[len(Row._fields) :], strict=True))
+        delivery["deliveryFinal"] = bool(delivery["deliveryFinal"])
+        if writer is not None:
+            full = msgspec.structs.asdict(row) | delivery
+            writer.writerow({k: "" if v is None else v for k, v in full.items()})
+        else:
+            compact = msgspec.to_builtins(row)  # without defaults, as send --output writes it
+            stream.write(encoder.encode(compact | {k: v for k, v in delivery.items() if v is not None}).decode())
+            stream.write("\n")
+        n += 1
+    return n
 
 
 def print_summary(out: Console, s: DeliverySummary) -> None:

@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from .._client import CascadeClient
-from .._errors import AuthenticationError, EndpointError
+from .._errors import AuthenticationError, EndpointError, JournalError
 from .._journal_delivery import apply_report, connect, count_tracked, summary, tracked
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, connection_options, consoles
 from ._report import print_summary
@@ -38,7 +38,7 @@ def track(
     try:
         db = connect(journal)
         client = CascadeClient(api_key=api_key, viber_token=viber_token, telegram_key=telegram_key, base_url=base_url)
-    except (ValueError, OSError) as exc:
+    except (JournalError, ValueError, OSError) as exc:
         err.print(f"error: {exc}")
         sys.exit(EXIT_USAGE)
     with db:

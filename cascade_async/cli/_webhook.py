@@ -12,6 +12,7 @@ from aiohttp import web
 from rich.console import Console
 
 from .._delivery import DeliveryReport
+from .._errors import JournalError
 from .._journal_delivery import apply_report, connect
 from ..webhooks import aiohttp_handler
 from ._common import EXIT_USAGE, consoles
@@ -38,7 +39,7 @@ def webhook(journal: str, port: int, host: str, token: str) -> None:
     out, err = consoles()
     try:
         db = connect(journal)
-    except (ValueError, OSError) as exc:
+    except (JournalError, ValueError, OSError) as exc:
         err.print(f"error: {exc}")
         sys.exit(EXIT_USAGE)
 
