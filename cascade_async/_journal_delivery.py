@@ -4,9 +4,11 @@ Functions over a ``sqlite3.Connection`` in autocommit mode (``isolation_level=No
 on the sender's journal and on a second connection beside it (``cascade-async webhook`` runs
 while a send job writes: WAL and a busy timeout, never the sender's lock).
 
-- ``ensure_schema`` adds the delivery columns when missing (``delivery_status``,
-  ``delivery_final``, ``cost`` as exact text, ``currency``, ``channel``, ``delivery_at``, ``raw``),
-  an index on ``message_id``, the ``delivery_pending`` table and its triggers.
+- ``migrate_delivery`` is the journal's schema step 2 (``_journal_schema.MIGRATIONS``): the
+  delivery columns (``delivery_status``, ``delivery_final``, ``cost`` as exact text,
+  ``currency``, ``channel``, ``delivery_at``, ``raw``), an index on ``message_id``, the
+  ``delivery_pending`` table and its triggers. ``connect`` opens a journal through the same
+  migrations, without the sender's lock.
 - ``apply_report`` writes one report with the "only forward" rule in the ``UPDATE``'s
   ``WHERE``: a final status is never replaced; a non-final one never replaces a later one.
   Duplicates and reordered reports are harmless.
