@@ -8,7 +8,7 @@ that has shipped (journals in the field have already run it).
 Version 0 is the first release's table ``outcomes`` (also what an empty file gets first).
 Version 1 adds job identity (a fingerprint per message, the run that last read it, a
 ``runs`` table) and what a recorded Result needs to be given back whole. Version 2 adds
-delivery: status, cost, channel per row, and reports waiting for their ``messageId``
+``deliveries``: the latest delivery status, cost and channel per ``messageId``
 (``_journal_delivery``).
 """
 
@@ -78,7 +78,7 @@ def _v1_job_identity(db: sqlite3.Connection) -> None:
 MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     _v0_outcomes,
     _v1_job_identity,
-    migrate_delivery,  # v2: delivery status columns, pending reports and their triggers (#13)
+    migrate_delivery,  # v2: the deliveries table (#13)
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
@@ -138,4 +138,4 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
 
 def _has_foreign_tables(db: sqlite3.Connection) -> bool:
     names = {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return bool(names - {"outcomes", "delivery_pending"})
+    return bool(names - {"outcomes", "deliveries"})

@@ -108,11 +108,11 @@ def test_the_webhook_command_commits_each_report_before_answering_beside_an_open
         assert post(url, body) == 401
         assert post(url + "?token=wrong", body) == 401
         assert post(url + "?token=s", body) == 204
-        row = sender._db.execute("SELECT delivery_status, cost FROM outcomes WHERE message_id = 'm1'").fetchone()
+        row = sender._db.execute("SELECT delivery_status, cost FROM deliveries WHERE message_id = 'm1'").fetchone()
         assert tuple(row) == ("delivered", "0.05")
         late = json.dumps({"messageId": "m1", "deliverystatus": "processing"}).encode()
         assert post(url + "?token=s", late) in (200, 204)
-        row = sender._db.execute("SELECT delivery_status FROM outcomes WHERE message_id = 'm1'").fetchone()
+        row = sender._db.execute("SELECT delivery_status FROM deliveries WHERE message_id = 'm1'").fetchone()
         assert row[0] == "delivered"
     finally:
         proc.terminate()

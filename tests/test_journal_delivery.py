@@ -51,13 +51,14 @@ def test_reports_are_applied_forward_only_in_sql(tmp_path: Path, sequence: list[
 def test_a_report_for_an_unknown_message_id_is_kept_and_applied_when_the_send_job_records_it(tmp_path: Path) -> None:
     journal, path = journal_with(tmp_path)
     with journal, closing(connect(path)) as db:
-        assert apply_report(db, report("m-early", "delivered", cost=0.02)) == "pending"
-        assert apply_report(db, report("m-early", "processing")) in ("pending", "ignored")
+        assert apply_report(db, report("m-early", "delivered", cost=0.02)) is True
+        assert apply_report(db, report("m-early", "processing")) is False
+        assert summary(db).accepted == 0
         journal.completed([Result(tracking_id="t-early", status=Status.ACCEPTED, message_id="m-early")])
         (row,) = list(delivery_rows(db))
-        left = db.execute("SELECT count(*) FROM delivery_pending").fetchone()[0]
+        totals = summary(db)
     assert (row["trackingId"], row["deliveryStatus"], row["cost"]) == ("t-early", "delivered", "0.02")
-    assert left == 0
+    assert (totals.delivered, totals.pending) == (1, 0)
 
 
 def test_summary_counts_statuses_cost_and_channels_and_tracked_lists_the_rest(tmp_path: Path) -> None:
@@ -89,14 +90,19 @@ def test_opening_a_file_that_is_not_a_journal_is_a_clear_error(tmp_path: Path) -
         connect(str(tmp_path / "missing.db"))
 
 
-def test_a_new_journal_has_the_delivery_schema_as_its_latest_migration(tmp_path: Path) -> None:
+def test_a_new_journal_gets_the_deliveries_table_and_nothing_on_the_send_path(tmp_path: Path) -> None:
     from cascade_async._journal_schema import SCHEMA_VERSION
 
     with Journal(str(tmp_path / "job.db")) as journal:
         version = journal._db.execute("PRAGMA user_version").fetchone()[0]
-        columns = {row[1] for row in journal._db.execute("PRAGMA table_info(outcomes)")}
+        columns = {row[1] for row in journal._db.execute("PRAGMA table_info(deliveries)")}
+        indexes = journal._db.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outcomes'")
+        triggers = journal._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        outcome_indexes = [name for (name,) in indexes if not name.startswith("sqlite_autoindex")]
     assert version == SCHEMA_VERSION
     assert {"delivery_status", "delivery_final", "cost", "currency", "channel", "delivery_at", "raw"} <= columns
+    assert outcome_indexes == []  # nothing added to the send path's writes
+    assert triggers == []
 
 
 def messages(n: int) -> list[Message]:

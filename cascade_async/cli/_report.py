@@ -12,7 +12,7 @@ import msgspec
 from rich.console import Console
 
 from .._errors import JournalError
-from .._journal_delivery import DeliverySummary, connect, summary
+from .._journal_delivery import ROWS_WITH_DELIVERY, DeliverySummary, connect, summary
 from .._journal_rows import ROW_COLUMNS, Row, recorded_result
 from .._outputs import COLUMNS, output_format, row_for
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, consoles
@@ -49,8 +49,10 @@ def report(journal: str, output: str | None) -> None:
 #: The delivery columns added to the row format of ``send --output`` and ``journal --export``.
 DELIVERY_FIELDS: Final = ("deliveryStatus", "deliveryFinal", "cost", "currency", "channel", "deliveryAt")
 _QUERY: Final = (
-    f"SELECT {ROW_COLUMNS}, delivery_status, delivery_final, cost, currency, channel, delivery_at "
-    "FROM outcomes ORDER BY rowid"
+    "SELECT "
+    + ", ".join("o." + column.strip() for column in ROW_COLUMNS.split(","))
+    + ", d.delivery_status, COALESCE(d.delivery_final, 0), d.cost, d.currency, d.channel, d.delivery_at "
+    + ROWS_WITH_DELIVERY
 )
 
 
