@@ -145,3 +145,17 @@ async def test_reset_forgets_the_poll_counts_but_not_the_statuses() -> None:
         sb.reset()
         assert sb.delivery.stats()["polls"] == 0
         assert (await client.status(result.message_id)).delivered
+
+
+def test_the_inbox_shows_the_channel_that_delivered_a_message() -> None:
+    from cascade_async.sandbox._delivery import DeliverySim
+
+    sim = DeliverySim(steps=(0.0, 0.0))
+    # second-to-last digit 1 → the second channel of the cascade delivers
+    sim.add([{"toPhone": "+380501234512", "messageType": "transaction", "text": "hi"}], ["mid-1"], "/api/x")
+    progress = sim.progress("mid-1", now=10**10)
+    assert progress is not None
+    status, channel = progress
+    assert status == "delivered"
+    assert channel == "viber"
+    assert sim.progress("unknown") is None

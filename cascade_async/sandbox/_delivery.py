@@ -63,6 +63,9 @@ def outcome_for(phone: str) -> str:
     return "delivered"
 
 
+_FINAL: Final = frozenset({"delivered", "undeliverable", "permanenterror"})
+
+
 def _chain(message_type: str, path: str) -> tuple[str, ...]:
     chain = _CASCADES.get(message_type, ("sms",))
     return _TG_VIBER if path == Route.TELEGRAM_VIBER.value and len(chain) == 4 else chain
@@ -140,6 +143,15 @@ class DeliverySim:
     def status(self, message_id: str, now: float | None = None) -> str | None:
         entry = self._store.get(message_id)
         return None if entry is None else self._status_at(entry, time.time() if now is None else now)
+
+    def progress(self, message_id: str, now: float | None = None) -> tuple[str, str] | None:
+        """(status, channel) for the inbox: the channel being tried, then the one that delivered."""
+        entry = self._store.get(message_id)
+        if entry is None:
+            return None
+        status = self._status_at(entry, time.time() if now is None else now)
+        channel = entry.chain[entry.winner] if status == "delivered" else entry.chain[-1 if status in _FINAL else 0]
+        return status, channel
 
     def _status_at(self, entry: _Entry, now: float) -> str:
         age = now - entry.at

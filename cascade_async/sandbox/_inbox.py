@@ -35,10 +35,15 @@ class _Batch:
         self.start = 0  # messages before it were dropped by the count bound
 
 
-def _view(seq: int, batch: _Batch, i: int, status_of: Callable[[str], str | None] | None = None) -> InboxMessage:
+def _view(
+    seq: int, batch: _Batch, i: int, progress: Callable[[str], tuple[str, str] | None] | None = None
+) -> InboxMessage:
     view = message(seq, batch.messages[i], batch.ids[i], batch.at, batch.route)
-    status = status_of(view.message_id) if status_of is not None else None
-    return view if status is None else msgspec.structs.replace(view, status=status)
+    moved = progress(view.message_id) if progress is not None else None
+    if moved is None:
+        return view
+    status, channel = moved
+    return msgspec.structs.replace(view, status=status, channel=channel)
 
 
 class Inbox:
@@ -56,8 +61,9 @@ class Inbox:
         self._listeners: set[asyncio.Event] = set()
         self.generation = 0  # bumped by clear()
         self.closed = False
-        #: The sandbox's delivery status of a message id (scheduled, processing, delivered ...).
-        self.delivery: Callable[[str], str | None] | None = None
+        #: The sandbox's delivery status of a message id (scheduled, processing, delivered ...) and
+        #: the channel it is on (the one that delivered it, once delivered).
+        self.delivery: Callable[[str], tuple[str, str] | None] | None = None
 
     def __len__(self) -> int:
         return self._size

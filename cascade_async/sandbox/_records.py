@@ -11,7 +11,7 @@ from .._models import Route
 
 __all__ = ["CHANNELS", "ROUTE_NAMES", "InboxMessage", "Query", "Rejection", "Thread", "message", "when"]
 
-# Until delivery is simulated, a message shows on the first channel of its type's cascade.
+# A message shows on the first channel of its type's cascade until the delivery simulation moves it.
 CHANNELS: Final = {"transaction": "telegram", "promo": "telegram", "viber_survey": "viber", "flashcall": "call"}
 ROUTE_NAMES: Final = {Route.CASCADE.value: "cascade", Route.TELEGRAM_VIBER.value: "tg-viber"}
 

@@ -125,7 +125,7 @@ class Sandbox(InboxHelpers):
             record=record,
         )
         if self.inbox is not None:
-            self.inbox.delivery = self.delivery.status  # the inbox shows the moving status
+            self.inbox.delivery = self.delivery.progress  # the inbox shows the moving status and channel
         self.variables = VariableStore()  # POST /api/items, per account
 
     # --- control --------------------------------------------------------------------
