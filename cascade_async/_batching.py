@@ -15,6 +15,7 @@ pace.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -52,7 +53,10 @@ class Batcher(Generic[T]):
         self._finished = False
         self._waiting_puts = 0
         self._changed = asyncio.Event()  # wakes the taker: first item, full batch, close
-        self._taken = asyncio.Event()  # wakes producers waiting on a full batch
+        # Producers waiting on a full batch, first come first served. Only as many are woken as
+        # a fresh batch has room for: waking all of them (an Event) costs O(waiters) per batch,
+        # which 10,000 single sends with a batch of 1 turn into 10^8 wake-ups.
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def offer(self, item: T, nbytes: int) -> bool:
         """Add without waiting; False when the current batch is full (then ``await put``).
@@ -125,8 +129,23 @@ class Batcher(Generic[T]):
     async def wait_room(self) -> None:
         """Wait until the taker has taken the full current batch."""
         if len(self._items) >= self._size or self._full:
-            self._taken.clear()
-            await self._taken.wait()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._wake(1)  # this waiter's turn passes to the next one
+                else:
+                    self._waiting.remove(turn)
+                raise
+
+    def _wake(self, n: int) -> None:
+        while n > 0 and self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                n -= 1
 
     def close(self) -> None:
         """No more producers: the taker drains what is left (and any waiting put), then gets None."""
@@ -168,5 +187,5 @@ class Batcher(Generic[T]):
         self._body = None
         self._exact = self._bound = self._measured = 0
         self._full = False
-        self._taken.set()
+        self._wake(self._size)
         return batch
