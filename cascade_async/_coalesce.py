@@ -18,6 +18,7 @@ from ._admission import size_bound
 from ._batching import Batcher
 from ._errors import CascadeError, ClientClosedError, ErrorCode, TimeoutError, ValidationError
 from ._models import Message, Result, Route, Status
+from ._ratelimit import Priority
 from ._sending import BatchSender, Failed, StopCall, repeat_rounds
 from ._wire import encode_batch
 
@@ -150,14 +151,16 @@ class Coalescer:
 
         batch = [w.message for w in waiters]
         try:
-            got = await self._sender.send(batch, self._route, marks, prune=prune)
+            got = await self._sender.send(batch, self._route, marks, prune=prune, priority=Priority.INTERACTIVE)
             live = marks.waiters
             if isinstance(got, Failed):
                 batch = [w.message for w in live]
                 if self._isolate and len(batch) > 1 and got.splittable:
                     from ._isolate import isolate_bad_messages
 
-                    got = await isolate_bad_messages(self._sender, batch, self._route, None, got, cap=self._isolate)
+                    got = await isolate_bad_messages(
+                        self._sender, batch, self._route, None, got, cap=self._isolate, priority=Priority.INTERACTIVE
+                    )
                 else:
                     got = got.results(batch)
         except StopCall as stop:

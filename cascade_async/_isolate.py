@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._errors import APIError, BadRequestError, ErrorCode
 from ._models import Message, Result, Route, Status
+from ._ratelimit import Priority
 
 if TYPE_CHECKING:
     from ._sending import BatchSender, Failed, Recorder
@@ -29,7 +30,14 @@ _ATTRIBUTE: Final = dict(zip(Message.__struct_encode_fields__, Message.__struct_
 
 
 async def isolate_bad_messages(
-    sender: BatchSender, batch: Sequence[Message], route: Route, recorder: Recorder | None, first: Failed, *, cap: int
+    sender: BatchSender,
+    batch: Sequence[Message],
+    route: Route,
+    recorder: Recorder | None,
+    first: Failed,
+    *,
+    cap: int,
+    priority: Priority = Priority.BULK,
 ) -> list[Result]:
     from ._sending import Attempts, Failed
 
@@ -49,7 +57,7 @@ async def isolate_bad_messages(
         for a, b in ((lo, mid), (mid, hi)):
             before = Attempts(failed.attempts.count, failed.attempts.unknown)
             start = before.count
-            got = await sender.send(batch[a:b], route, recorder, before)
+            got = await sender.send(batch[a:b], route, recorder, before, priority=priority)
             left -= before.count - start
             halves.append((a, b, got))
         (_, _, g1), (_, _, g2) = halves

@@ -1,5 +1,10 @@
 """Sending one batch: the rate limiter, one POST per attempt, and tenacity's retry loop.
 
+A 429 is back-pressure, not a failure: the attempt tells the limiter (``penalize``, which
+pauses the whole account), acquires again and resends, without counting an attempt and
+before tenacity sees anything, for as long as the batch deadline allows. Without a rate
+limiter (``rate_limit=None``) a 429 is an ordinary retryable failure.
+
 ``BatchSender.deliver`` turns a batch into exactly one ``Result`` per message. It raises
 only what stops the whole call (``StopCall``: wrong credentials, a wrong endpoint, a closed
 client, a journal that cannot write) or cancellation; every other failure becomes results.
@@ -22,6 +27,7 @@ from ._errors import (
     CascadeError,
     ClientClosedError,
     EndpointError,
+    RateLimitError,
     ValidationError,
     Verdict,
     classify,
@@ -29,7 +35,7 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
-from ._ratelimit import Limiter
+from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
 from ._transport import Transport
 from ._wire import encode_batch, results_from_acks
@@ -105,6 +111,25 @@ class Failed:
         return out
 
 
+class _Job:
+    """The batch one ``send`` works on, with its body; smaller after ``refresh`` drops unwanted messages."""
+
+    __slots__ = ("batch", "body", "prune")
+
+    def __init__(self, batch: Sequence[Message], body: bytes, prune: Callable[[], Sequence[Message]] | None) -> None:
+        self.batch = batch
+        self.body = body
+        self.prune = prune
+
+    def refresh(self) -> bool:
+        """Ask ``prune`` which messages are still wanted; False when none is."""
+        if self.prune is not None:
+            live = self.prune()
+            if len(live) != len(self.batch):
+                self.batch, self.body = live, encode_batch(live)
+        return bool(self.batch)
+
+
 class BatchSender:
     def __init__(
         self,
@@ -112,7 +137,7 @@ class BatchSender:
         transport: Transport,
         base_url: str,
         headers: Mapping[str, str],
-        limiter: Limiter | None,
+        limiter: RateLimiter | None,
         policy: RetryPolicy,
         on_event: EventHook | None,
         rng: random.Random | None = None,
@@ -128,14 +153,16 @@ class BatchSender:
         #: Set by the client's ``aclose``: no request leaves after it.
         self.closed = False
 
-    async def post(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
+    async def post(
+        self, batch: Sequence[Message], body: bytes, route: Route, attempt: int, priority: Priority = Priority.BULK
+    ) -> list[Result]:
         """One rate-limited POST: the results of a 2xx, or the ``CascadeError`` of anything else."""
-        await self._acquire(batch)
+        await self._acquire(batch, priority)
         return await self._request(batch, body, route, attempt)
 
-    async def _acquire(self, batch: Sequence[Message]) -> None:
+    async def _acquire(self, batch: Sequence[Message], priority: Priority) -> None:
         if self._limiter is not None:
-            await self._limiter.acquire(len(batch))
+            await self._limiter.acquire(len(batch), priority=priority)
         if self.closed:
             raise ClientClosedError("the client is closed; nothing more is sent")
 
@@ -148,8 +175,17 @@ class BatchSender:
             self._emit_sent(route, batch, attempt, loop.time() - started, None, exc)
             raise
         self._emit_sent(route, batch, attempt, loop.time() - started, raw.status, None)
-        if classify(raw.status) is not Verdict.OK:
-            raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
+        error = None if classify(raw.status) is Verdict.OK else error_from_response(
+            raw.status, raw.headers, raw.body, route=route.value
+        )
+        if self._limiter is not None:
+            # Every answer teaches the limiter: a 429 pauses the account; any other resets its backoff.
+            if isinstance(error, RateLimitError):
+                self._limiter.penalize(error.retry_after)
+            else:
+                self._limiter.on_success()
+        if error is not None:
+            raise error
         return results_from_acks(batch, raw.body, attempts=attempt)
 
     def _emit_sent(
@@ -176,18 +212,19 @@ class BatchSender:
         *,
         prune: Callable[[], Sequence[Message]] | None = None,
         body: bytes | None = None,
+        priority: Priority = Priority.BULK,
     ) -> list[Result] | Failed:
         """One batch of unique ids with retries: its results, or its last failure.
 
-        ``prune``, given, is asked before each retry for the messages still wanted (callers of
-        ``send()`` who timed out are left out of later attempts); results then follow its
-        last answer.
+        ``prune``, given, is asked before each retry (and each resend after a 429) for the
+        messages still wanted (callers of ``send()`` who timed out are left out of later
+        attempts); results then follow its last answer.
         """
         state = attempts or Attempts()
-        if body is None:
-            body = encode_batch(batch)
+        job = _Job(batch, body if body is not None else encode_batch(batch), prune)
         loop = asyncio.get_running_loop()
         stop = Stop(self.policy, self.budget, loop.time)
+        deadline = loop.time() + self.policy.deadline
         # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
         retrying = tenacity.AsyncRetrying(
             retry=retry_on(self.policy),
@@ -200,39 +237,58 @@ class BatchSender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    if prune is not None and state.count:
-                        live = prune()
-                        if len(live) != len(batch):
-                            batch, body = live, encode_batch(live)
-                        if not batch:
-                            return []
-                    results = await self._attempt(batch, body, route, state, recorder)
+                    results = await self._attempt(job, route, state, recorder, priority, deadline)
         except _STOPPING as exc:
             raise StopCall(exc) from exc
         except CascadeError as exc:
             state.gave_up = stop.reason
             if stop.reason is not None:
-                logger.debug("not retrying %d message(s) after %s: %s", len(batch), exc, stop.reason)
+                logger.debug("not retrying %d message(s) after %s: %s", len(job.batch), exc, stop.reason)
             return Failed(exc, state)
         self.budget.refund()
         return results
 
     async def _attempt(
-        self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
+        self, job: _Job, route: Route, state: Attempts, recorder: Recorder | None, priority: Priority, deadline: float
     ) -> list[Result]:
-        await self._acquire(batch)
-        if recorder is not None:
-            # "pending" in the journal means the request is about to leave: after the limiter.
-            _record(recorder.dispatched, batch)
-        state.count += 1
-        try:
-            return await self._request(batch, body, route, state.count)
-        except CascadeError as exc:
-            if exc.outcome_unknown:
-                state.unknown = True
-            elif recorder is not None and not state.unknown and _certainly_not_sent(exc):
-                _record(recorder.not_sent, batch)
-            raise
+        """One attempt: acquire, record, POST; a 429 within ``deadline`` (loop time) acquires and resends."""
+        throttled = False
+        while True:
+            if (state.count or throttled) and not job.refresh():
+                return []
+            batch = job.batch
+            await self._acquire(batch, priority)
+            if recorder is not None:
+                # "pending" in the journal means the request is about to leave: after the limiter.
+                _record(recorder.dispatched, batch)
+            number = state.count + 1
+            try:
+                results = await self._request(batch, job.body, route, number)
+            except RateLimitError as exc:
+                if recorder is not None and not state.unknown:
+                    _record(recorder.not_sent, batch)
+                if self._is_back_pressure(exc, deadline):
+                    logger.debug("429 for %d message(s): the limiter pauses, then they go again", len(batch))
+                    throttled = True
+                    continue  # not an attempt: the limiter was told, acquire again
+                state.count = number
+                raise
+            except CascadeError as exc:
+                state.count = number
+                if exc.outcome_unknown:
+                    state.unknown = True
+                elif recorder is not None and not state.unknown and _certainly_not_sent(exc):
+                    _record(recorder.not_sent, batch)
+                raise
+            state.count = number
+            return results
+
+    def _is_back_pressure(self, exc: RateLimitError, deadline: float) -> bool:
+        """A 429 is handled by the limiter, not the retry loop, while the pause ends before ``deadline``."""
+        if self._limiter is None:
+            return False
+        pause = min(exc.retry_after or 0.0, self.policy.max_retry_after)
+        return asyncio.get_running_loop().time() + pause < deadline
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState, route: Route, size: int) -> None:
         assert retry_state.outcome is not None
@@ -256,6 +312,7 @@ class BatchSender:
         isolate: int = 0,
         body: bytes | None = None,
         unique: bool = False,
+        priority: Priority = Priority.BULK,
     ) -> list[Result]:
         """Exactly one Result per message of ``batch``, in its order.
 
@@ -266,24 +323,31 @@ class BatchSender:
         are unique (admission with ``dedupe``).
         """
         if unique or len(set(map(_ids, batch))) == len(batch):  # the usual case, in C
-            return await self._deliver_unique(batch, route, recorder, isolate, body)
+            return await self._deliver_unique(batch, route, recorder, isolate, priority, body)
         results: list[Result | None] = [None] * len(batch)
         for indices in repeat_rounds(batch):
             part = [batch[i] for i in indices]
-            for i, r in zip(indices, await self._deliver_unique(part, route, recorder, isolate), strict=True):
+            got = await self._deliver_unique(part, route, recorder, isolate, priority)
+            for i, r in zip(indices, got, strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]  # every index is in exactly one round
 
     async def _deliver_unique(
-        self, batch: Sequence[Message], route: Route, recorder: Recorder | None, isolate: int, body: bytes | None = None
+        self,
+        batch: Sequence[Message],
+        route: Route,
+        recorder: Recorder | None,
+        isolate: int,
+        priority: Priority,
+        body: bytes | None = None,
     ) -> list[Result]:
-        got = await self.send(batch, route, recorder, body=body)
+        got = await self.send(batch, route, recorder, body=body, priority=priority)
         if not isinstance(got, Failed):
             return got
         if isolate and len(batch) > 1 and got.splittable:
             from ._isolate import isolate_bad_messages
 
-            return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate)
+            return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate, priority=priority)
         return got.results(batch)
 
 

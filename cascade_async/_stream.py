@@ -35,6 +35,7 @@ from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
+from ._ratelimit import Priority
 from ._sending import BatchSender, Recorder, StopCall
 from ._wire import encode_batch
 
@@ -89,6 +90,7 @@ class ResultStream:
         recorder: Recorder | None = None,
         isolate: int = 0,
         on_start: Callable[[ResultStream], None] | None = None,
+        priority: Priority = Priority.BULK,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -101,6 +103,7 @@ class ResultStream:
         self._recorder = recorder
         self._isolate = isolate
         self._on_start = on_start
+        self._priority = priority
         self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes)
         self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -324,7 +327,13 @@ class ResultStream:
     async def _run_batch(self, batch: Batch[Message]) -> None:
         try:
             results = await self._sender.deliver(
-                batch, self._route, self._recorder, isolate=self._isolate, body=batch.body, unique=self._unique
+                batch,
+                self._route,
+                self._recorder,
+                isolate=self._isolate,
+                body=batch.body,
+                unique=self._unique,
+                priority=self._priority,
             )
         except StopCall as exc:
             self._abort(exc.error)
