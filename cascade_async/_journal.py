@@ -20,10 +20,11 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ._admission import is_duplicate
 from ._models import Message, Result, Route
+from ._ratelimit import Priority
 from ._stream import MessageSource, ResultStream
 
 if TYPE_CHECKING:
@@ -106,6 +107,7 @@ class Journal:
         *,
         route: Route | None = None,
         resend_unknown: bool = False,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
     ) -> ResultStream:
         """``client.stream()`` over the messages this journal does not already settle.
 
@@ -113,7 +115,7 @@ class Journal:
         """
         self.skipped_done = self.skipped_unknown = 0
         source = self._remaining(messages, resend_unknown)
-        return client.stream(source, route=route, dedupe=True, recorder=self)
+        return client.stream(source, route=route, dedupe=True, recorder=self, priority=priority)
 
     async def _remaining(
         self, messages: MessageSource, resend_unknown: bool

@@ -19,7 +19,7 @@ from .._errors import AuthenticationError, EndpointError
 from .._inputs import FORMATS, BadLine, detect_format, read_messages
 from .._journal import Journal
 from .._outputs import ResultWriter, output_format
-from .._ratelimit import RateLimit
+from .._ratelimit import Priority, RateLimit
 from .._report import Tally
 from ..sandbox import Sandbox
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles
@@ -40,6 +40,7 @@ class Job:
     show_bar: bool
     journal_path: str | None
     resend_unknown: bool
+    priority: Priority = Priority.BULK
 
 
 @click.command()
@@ -62,6 +63,23 @@ class Job:
     default=100.0,
     show_default=True,
     help="Requests per second (burst 1.5x).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="CASCADE_REDIS_URL",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Share the rate limit with every process on this account through Redis (needs cascade-async[redis]). "
+    "The password is never printed.",
+)
+@click.option(
+    "--priority",
+    type=click.Choice(["bulk", "interactive"]),
+    default="bulk",
+    show_default=True,
+    help="bulk leaves the rate limit's interactive reserve to interactive senders.",
 )
 @click.option(
     "--output",
@@ -118,6 +136,7 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
                 show_bar=err.is_terminal if progress is None else progress,
                 journal_path=options["journal_path"],
                 resend_unknown=options["resend_unknown"],
+                priority=Priority(options["priority"]),
             )
             code = asyncio.run(run(job, out, err))
     sys.exit(code)
@@ -133,7 +152,9 @@ def _client_options(options: dict[str, Any]) -> dict[str, Any]:
         "route": ROUTES[options["route"]],
         "batch_size": options["batch_size"],
         "max_in_flight": options["max_in_flight"],
-        "rate_limit": RateLimit(requests_per_second=rate, burst=max(1, int(rate * 1.5))),
+        "rate_limit": RateLimit(
+            requests_per_second=rate, burst=max(1, int(rate * 1.5)), redis_url=options["redis_url"] or None
+        ),
     }
 
 
@@ -208,7 +229,7 @@ async def run(job: Job, out: Console, err: Console) -> int:
         try:
             client = CascadeClient(**options)
             journal = Journal(job.journal_path) if job.journal_path else None
-        except (ValueError, sqlite3.Error) as exc:
+        except (ValueError, ImportError, sqlite3.Error) as exc:
             err.print(f"error: {exc}", markup=False)
             return EXIT_USAGE
         tally = Tally()
@@ -218,9 +239,9 @@ async def run(job: Job, out: Console, err: Console) -> int:
             async with client:
                 source = read_messages(job.stream, job.fmt)
                 results = (
-                    journal.stream(client, source, resend_unknown=job.resend_unknown)
+                    journal.stream(client, source, resend_unknown=job.resend_unknown, priority=job.priority)
                     if journal
-                    else client.stream(source)
+                    else client.stream(source, priority=job.priority)
                 )
                 async with results:
                     reporter.start()
