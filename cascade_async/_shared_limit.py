@@ -334,9 +334,10 @@ class SharedLimiter:
         )
 
     def penalize(self, retry_after: float | None) -> None:
-        pause = pause_for(retry_after, self._streak)
-        self._streak += 1
         loop = asyncio.get_running_loop()
+        outside = loop.time() >= self._paused_until  # a pause lengthens the backoff once, as in ``Adaptive``
+        pause = pause_for(retry_after, self._streak if outside else max(0, self._streak - 1))
+        self._streak += outside
         self._paused_until = max(self._paused_until, loop.time() + pause)
         if self._fallback is not None:
             self._fallback.penalize(pause)
