@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -141,15 +142,20 @@ TIGHT = RateLimit(requests_per_second=1, burst=10, interactive_reserve=5, headro
 
 @pytest.mark.parametrize(
     ("priority", "at_once"),
-    [pytest.param("bulk", 5, id="bulk-leaves-the-reserve"), pytest.param("interactive", 10, id="interactive-spends-it")],
+    [
+        pytest.param("bulk", 5, id="bulk-leaves-the-reserve"),
+        pytest.param("interactive", 10, id="interactive-spends-it"),
+    ],
 )
 def test_stream_priority_decides_whether_the_reserve_is_spent(priority: str, at_once: int) -> None:
     t = FakeTransport()
 
     async def main() -> None:
-        async with make(t, rate_limit=TIGHT, batch_size=1) as c:
-            async with c.stream([msg(i) for i in range(12)], priority=priority) as results:  # type: ignore[arg-type]
-                assert len([r async for r in results]) == 12
+        async with (
+            make(t, rate_limit=TIGHT, batch_size=1) as c,
+            c.stream([msg(i) for i in range(12)], priority=priority) as results,  # type: ignore[arg-type]
+        ):
+            assert len([r async for r in results]) == 12
 
     run_virtual(main())
     assert sum(1 for at, *_ in t.calls if at < 0.5) == at_once
@@ -160,15 +166,17 @@ def test_send_is_interactive_and_passes_a_saturating_bulk_job(coalesce: bool) ->
     t = FakeTransport()
 
     async def main() -> float:
-        async with make(t, rate_limit=TIGHT, batch_size=1, coalesce=coalesce) as c:
-            async with c.stream([msg(i) for i in range(30)]) as bulk:
-                it = aiter(bulk)
-                for _ in range(5):
-                    await anext(it)  # the bulk job has spent everything but the reserve
-                loop = __import__("asyncio").get_running_loop()
-                started = loop.time()
-                assert (await c.send(msg("otp"))).ok
-                return loop.time() - started
+        async with (
+            make(t, rate_limit=TIGHT, batch_size=1, coalesce=coalesce) as c,
+            c.stream([msg(i) for i in range(30)]) as bulk,
+        ):
+            it = aiter(bulk)
+            for _ in range(5):
+                await anext(it)  # the bulk job has spent everything but the reserve
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            assert (await c.send(msg("otp"))).ok
+            return loop.time() - started
 
     waited = run_virtual(main())
     assert waited < 0.01  # while bulk waits a second per request
