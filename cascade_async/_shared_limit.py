@@ -244,6 +244,10 @@ class SharedLimiter:
             else:
                 self._live = max(1, int(live))
                 if self._fallback is not None:
+                    # Connections opened before the outage are dead: the next acquisition must not find one
+                    # in the pool and fall back again at once.
+                    with contextlib.suppress(*self._down):
+                        await self._redis.connection_pool.disconnect()
                     self._go_shared()
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
