@@ -25,13 +25,13 @@ import sys
 import time
 from typing import Any
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import redis
 
 from cascade_async.sandbox import Sandbox
 
+HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, "_mp_child.py")
 SECRET = "benchmark-account"
 LIMIT, BURST, LATENCY = 100, 150, 0.02
@@ -114,13 +114,14 @@ async def run(sb: Sandbox, r: redis.Redis, redis_url: str, shared: bool, k: int,
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| limiter | K bulk | req/s (after the burst) | 429s | busiest 1-s window | failed msgs | interactive p50 / p99 ms "
-        "| Lua calls / request | server µs / call | client CPU µs / request |"
+        "| limiter | K bulk | req/s (after the burst) | 429s | busiest 1-s window | failed msgs "
+        "| interactive p50 / p99 ms | Lua calls / request | server µs / call | client CPU µs / request |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in rows:
         lines.append(
-            f"| {x['mode']} | {x['k']} | {x['req_per_s']:.1f} ({x['sustained_per_s']:.1f}) | {x['429s']} ({x['429_pct']:.2f} %) "
+            f"| {x['mode']} | {x['k']} | {x['req_per_s']:.1f} ({x['sustained_per_s']:.1f}) "
+            f"| {x['429s']} ({x['429_pct']:.2f} %) "
             f"| {x['busiest_second']} | {x['failed']} of {x['messages']:,} | {x['p50_ms']:.1f} / {x['p99_ms']:.1f} "
             f"| {x['lua_calls_per_request']:.2f} | {x['lua_us_per_call']:.1f} | {x['cpu_us_per_request']:.0f} |"
         )
@@ -162,8 +163,10 @@ async def main() -> None:
         if server is not None:
             server.kill()
     print()
-    print(f"server limit {LIMIT} req/s, burst {BURST}, {LATENCY * 1000:.0f} ms per request; batches of 100; "
-          f"{args.duration:g} s per run; K=0 is the interactive process alone")
+    print(
+        f"server limit {LIMIT} req/s, burst {BURST}, {LATENCY * 1000:.0f} ms per request; batches of 100; "
+        f"{args.duration:g} s per run; K=0 is the interactive process alone"
+    )
     print(table(rows))
     base = rows[0]["p99_ms"]
     saturated = [x for row in rows if row["mode"] == "shared" and row["k"] > 0 for x in row["interactive_latencies"]]
@@ -172,10 +175,14 @@ async def main() -> None:
         print(
             f"\ninteractive: {sum(row['interactive_sends'] for row in rows)} sends in all; no-load p99 {base:.1f} ms "
             f"({rows[0]['interactive_sends']} sends); shared under bulk load p99 {p99:.1f} ms over {len(saturated)} "
-            f"sends (target ≤ 2 × {base:.1f} + 20 = {2 * base + 20:.1f} ms)"
+            f"sends (target <= 2 * {base:.1f} + 20 = {2 * base + 20:.1f} ms)"
         )
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
+    save(args.json, rows)
+
+
+def save(path: str, rows: list[dict[str, Any]]) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
         json.dump([{k: v for k, v in row.items() if k != "interactive_latencies"} for row in rows], f, indent=1)
 
 
