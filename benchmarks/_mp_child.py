@@ -75,6 +75,16 @@ async def main(mode: str, url: str, start: float, end: float, batch: int) -> dic
     return out
 
 
+def dump_tasks(*_: object) -> None:
+    """On SIGUSR1: every task's stack, to stderr (to see where a stuck run waits)."""
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+
+
 if __name__ == "__main__":
+    import signal
+
+    loop = asyncio.new_event_loop()
+    signal.signal(signal.SIGUSR1, dump_tasks)
     mode, url, start, end, batch = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
-    print(json.dumps(asyncio.run(main(mode, url, start, end, batch))))
+    print(json.dumps(loop.run_until_complete(main(mode, url, start, end, batch))))
