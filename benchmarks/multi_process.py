@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -65,7 +66,14 @@ async def child(mode: str, url: str, start: float, end: float, env: dict[str, st
         sys.executable, CHILD, mode, url, str(start), str(end), "100", env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await proc.communicate()
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=end - time.time() + 60)
+    except TimeoutError:
+        proc.send_signal(signal.SIGUSR1)  # the child prints where its tasks wait
+        await asyncio.sleep(1)
+        proc.kill()
+        out, err = await proc.communicate()
+        raise RuntimeError(f"{mode} process stuck:\n{err.decode()}") from None
     if proc.returncode != 0:
         raise RuntimeError(f"{mode} process failed:\n{err.decode()}")
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])

@@ -223,15 +223,22 @@ class SharedLimiter:
         return self._live
 
     async def _call(self, call: Awaitable[T]) -> T:
-        async with asyncio.timeout(self._timeout):
-            return await call
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except self._down:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py may turn our task's cancellation into a connection error: cancel, don't fall back.
+                raise asyncio.CancelledError from None
+            raise
 
     def _start(self) -> None:
         if self._heartbeat is None and not self._closed:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
-        while True:
+        while not self._closed:  # not only cancellation: a swallowed one must not keep it beating forever
             try:
                 live = await self._call(
                     self._heartbeat_script(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -119,3 +120,28 @@ async def test_limiter_events_reach_on_event_when_redis_comes_back(valkey: Redis
         finally:
             own.kill()
     assert [type(e) for e in events if not hasattr(e, "route")] == [SharedLimitFallback, SharedLimitRecovered]
+
+
+async def test_closing_ends_the_heartbeat_even_when_a_redis_call_swallows_the_cancellation(
+    valkey: RedisServer,
+) -> None:
+    """Seen in the benchmark: aclose() waited forever for a heartbeat that went on beating after its cancellation."""
+    limit = RateLimit(redis_url=valkey.url, redis_timeout=30)
+    client = CascadeClient(api_key=SECRET, transport=FakeTransport(), rate_limit=limit)
+    assert (await client.send(msg(1))).ok
+    limiter: Any = client._limiter
+    real = limiter._heartbeat_script
+    inside = asyncio.Event()
+
+    async def swallowing(*args: Any, **kwargs: Any) -> Any:
+        inside.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            return 1  # as if the answer had come: the cancellation is lost
+        return await real(*args, **kwargs)
+
+    limiter._heartbeat_script = swallowing
+    await inside.wait()  # the heartbeat is inside a Redis call
+    async with asyncio.timeout(3):
+        await client.aclose()
