@@ -19,15 +19,16 @@ from ._errors import (
 from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
-from ._models import Message, MessageType, Result, Route, Status
+from ._models import Fallback, Message, MessageType, Result, Route, Status
 from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered, credential_key
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
-from ._templates import Personalised, Rejected, Template, TemplateItem
+from ._templates import Personalised, Rejected, Template, TemplateItem, TemplateItems
 from ._transport import AiohttpTransport, RawResponse, Transport
+from ._uploads import UploadReport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
 from ._variables import Placeholder, Variable, VariableType, check_placeholders, find_placeholders, variable_batches
 from ._version import __version__
@@ -49,6 +50,7 @@ __all__ = [
     "ErrorCode",
     "Event",
     "EventHook",
+    "Fallback",
     "IdAllocator",
     "Journal",
     "LocalIdAllocator",
@@ -80,9 +82,11 @@ __all__ = [
     "Status",
     "Template",
     "TemplateItem",
+    "TemplateItems",
     "TimeoutError",
     "Transport",
     "TransportError",
+    "UploadReport",
     "ValidationError",
     "Variable",
     "VariablePool",

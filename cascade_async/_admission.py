@@ -13,18 +13,22 @@ one set operation for the duplicate check. Anything unusual falls back to ``admi
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Final
 
 from ._errors import ErrorCode, ValidationError
 from ._inputs import BadLine
 from ._models import Message, Result, Status, convert_chunk, failure
+from ._templates import Personalised, Rejected
+from ._variables import Variable
 from ._wire import encode_batch
 
 _ids = attrgetter("id")
 #: Keys, quotes, the type name, ttl digits, a timestamp and punctuation of one message.
 _FIXED_BYTES: Final = 240
+#: ``,"fallback":{"messageType":"transaction","text":""}`` and some slack.
+_FALLBACK_BYTES: Final = 64
 
 
 def size_bound(m: Message) -> int:
@@ -35,16 +39,26 @@ def size_bound(m: Message) -> int:
         n += len(m.text)
     if m.survey_options is not None:
         n += sum(map(len, m.survey_options)) + 3 * len(m.survey_options)
+    if m.fallback is not None:
+        return 6 * (n + len(m.fallback.text)) + _FIXED_BYTES + _FALLBACK_BYTES
     return 6 * n + _FIXED_BYTES
 
 
 class Admission:
-    def __init__(self, *, dedupe: bool, max_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        dedupe: bool,
+        max_bytes: int,
+        on_variables: Callable[[Sequence[Message], Sequence[tuple[Variable, ...]]], None] | None = None,
+    ) -> None:
         #: First-occurrence tracking ids in input order (a dict: ordered, O(1) membership);
         #: None without ``dedupe``, which then costs no memory per message.
         self.seen: dict[str, None] | None = {} if dedupe else None
         self.count = 0  # items read so far
         self._max_message = max_bytes - 2  # one message alone in a batch: "[" + it + "]"
+        #: Told of admitted ``Personalised`` messages and their variables (to upload before they go).
+        self.on_variables = on_variables
 
     def admit(self, item: object) -> tuple[Message, int] | Result:
         """One item: the message to send with its size bound, or its REJECTED result."""
@@ -57,9 +71,13 @@ class Admission:
                 msg = Message.from_dict(item)
             elif isinstance(item, BadLine):
                 return self._refuse(_with_line(item), item)
+            elif isinstance(item, Personalised):
+                msg = Message.from_dict(item.message)
+            elif isinstance(item, Rejected):
+                return self._refuse(item.error, item)
             else:
                 raise ValidationError(
-                    f"input #{index} is a {type(item).__name__}, not a Message or a mapping",
+                    f"input #{index} is a {type(item).__name__}, not a Message, a mapping or a template item",
                     field=None,
                     tracking_id=None,
                 )
@@ -75,28 +93,43 @@ class Admission:
                     )
         except ValidationError as exc:
             return self._refuse(exc, item)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # Anything else an item can make the checks raise is still that item's problem alone.
+            return self._refuse(ValidationError(f"cannot be read: {exc}", field=None, tracking_id=None), item)
         seen = self.seen
         if seen is not None:
             tid = msg.id
             if tid in seen:
                 return duplicate(tid)
             seen[tid] = None
+        if type(item) is Personalised and self.on_variables is not None:
+            self.on_variables((msg,), (item.variables,))
         return msg, size
 
     def admit_chunk(self, chunk: list[Any]) -> tuple[list[Message], int, bytes] | None:
         """A whole chunk at once, with its exact encoded length and its encoding; None when any
         item needs a closer look (then ``admit`` each). Nothing is counted or remembered on None."""
         kinds = set(map(type, chunk))
-        if kinds == {Message}:
-            messages: list[Message] = chunk
-        elif kinds == {dict}:
-            converted = convert_chunk(chunk)
-            if converted is None:
+        variables: list[tuple[Variable, ...]] | None = None
+        try:
+            if kinds == {Message}:
+                messages: list[Message] = chunk
+            elif kinds == {dict}:
+                converted = convert_chunk(chunk)
+                if converted is None:
+                    return None
+                messages = converted
+            elif kinds == {Personalised} and self.on_variables is not None:
+                converted = convert_chunk([p.message for p in chunk])
+                if converted is None:
+                    return None
+                messages = converted
+                variables = [p.variables for p in chunk]
+            else:
                 return None
-            messages = converted
-        else:
+            body = encode_batch(messages)
+        except (ValueError, TypeError, OverflowError):  # e.g. a lone surrogate: let admit() name it
             return None
-        body = encode_batch(messages)
         nbytes = len(body)
         if nbytes > self._max_message + 2:
             return None  # maybe one message too large for any batch: look at each
@@ -114,6 +147,9 @@ class Admission:
                     del seen[tid]
                 return None
         self.count += len(messages)
+        if variables is not None:
+            assert self.on_variables is not None
+            self.on_variables(messages, variables)
         return messages, nbytes, body
 
     def _refuse(self, exc: ValidationError, item: object) -> Result:
@@ -154,6 +190,9 @@ def _raw_id(item: object) -> str | None:
         tid = item.get("id")
         if isinstance(tid, str) and tid:
             return tid
-    elif isinstance(item, BadLine):
+    elif isinstance(item, BadLine | Rejected):
         return item.error.tracking_id
+    elif isinstance(item, Personalised):
+        tid = item.message.get("id")
+        return tid if isinstance(tid, str) and tid else None
     return None

@@ -26,9 +26,11 @@ from ._models import Message, Result, Route
 from ._ratelimit import LimiterEvent, Priority, RateLimit, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder
+from ._sending import BatchSender, Recorder, StopCall
 from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, Transport
+from ._uploads import UploadReport, upload_variables
+from ._variables import Variable
 from ._version import __version__
 from ._wire import encode_batch
 
@@ -179,6 +181,7 @@ class CascadeClient:
             on_event=on_event,
         )
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
 
     # --- settings: fixed at construction ----------------------------------------------
 
@@ -250,18 +253,25 @@ class CascadeClient:
         after the results already in flight, and sends still pending fail with it. Nothing is
         dropped silently. Safe to call twice.
         """
-        if self._closed:
-            return
-        self._closed = True
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._close())
+        # shield: a second caller (or a cancelled one) must not cut the first one's close short
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout  # one budget for the whole close
         streams = list(self._streams)
         for stream in streams:
             await stream.stop_intake()
         coalescers, self._coalescers = list(self._coalescers.values()), {}
         for coalescer in coalescers:
-            await coalescer.aclose(self._close_timeout)
+            await coalescer.aclose(max(0.0, deadline - loop.time()))
         self._sender.closed = True
         if streams:
-            await asyncio.gather(*(s.close_for_client(self._close_timeout) for s in streams))
+            left = max(0.0, deadline - loop.time())
+            await asyncio.gather(*(s.close_for_client(left) for s in streams))
         if self._limiter is not None:
             await self._limiter.aclose()
         await self._transport.aclose()
@@ -347,6 +357,18 @@ class CascadeClient:
             )
         return await coalescer.send(msg, self._send_timeout)
 
+    async def upload_variables(self, variables: Iterable[Variable]) -> UploadReport:
+        """Upload message variables (``POST /api/items``) in requests of up to 1000, through the
+        client's rate limiter and retries. A request that fails for good is in the report (the
+        others still go); wrong credentials raise ``AuthenticationError``. ``stream()`` and
+        ``send_many()`` upload a template's variables themselves, before the messages that use them.
+        """
+        self._ensure_open()
+        try:
+            return await upload_variables(self._sender, variables)
+        except StopCall as exc:
+            raise exc.error from None
+
     def stream(
         self,
         messages: MessageSource,
@@ -358,8 +380,9 @@ class CascadeClient:
     ) -> ResultStream:
         """Send any number of messages; yields one ``Result`` per input message as batches complete.
 
-        ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts; it is
-        read lazily. Invalid items come out REJECTED without being sent, and so do repeated
+        ``messages`` is any iterable or async iterable of ``Message`` or wire-form dicts, or the
+        items of ``Template.messages()`` (their variables are uploaded before the first batch
+        that uses them); it is read lazily. Invalid items come out REJECTED without being sent, and so do repeated
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.

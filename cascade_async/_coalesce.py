@@ -44,13 +44,17 @@ class _Marks:
     def __init__(self, waiters: list[_Waiter]) -> None:
         self.waiters = waiters
 
-    def dispatched(self, batch: Sequence[Message]) -> None:
+    def _mark(self, batch: Sequence[Message], sent: bool) -> None:
+        these = set(map(id, batch))  # the very objects sent: two callers may share an id
         for w in self.waiters:
-            w.sent = True
+            if id(w.message) in these:
+                w.sent = sent
+
+    def dispatched(self, batch: Sequence[Message]) -> None:
+        self._mark(batch, True)
 
     def not_sent(self, batch: Sequence[Message]) -> None:
-        for w in self.waiters:
-            w.sent = False
+        self._mark(batch, False)
 
     def completed(self, results: Sequence[Result]) -> None:
         pass
@@ -145,31 +149,35 @@ class Coalescer:
     async def _deliver(self, waiters: list[_Waiter]) -> None:
         marks = _Marks(waiters)
 
-        def prune() -> list[Message]:
-            marks.waiters = [w for w in marks.waiters if not w.future.done()]
-            return [w.message for w in marks.waiters]
+        def alive(i: int) -> bool:
+            return not waiters[i].future.done()
 
         batch = [w.message for w in waiters]
         try:
-            got = await self._sender.send(batch, self._route, marks, prune=prune, priority=Priority.INTERACTIVE)
-            live = marks.waiters
+            got = await self._sender.send(batch, self._route, marks, alive=alive, priority=Priority.INTERACTIVE)
             if isinstance(got, Failed):
-                batch = [w.message for w in live]
                 if self._isolate and len(batch) > 1 and got.splittable:
                     from ._isolate import isolate_bad_messages
 
                     got = await isolate_bad_messages(
-                        self._sender, batch, self._route, None, got, cap=self._isolate, priority=Priority.INTERACTIVE
+                        self._sender,
+                        batch,
+                        self._route,
+                        marks,
+                        got,
+                        cap=self._isolate,
+                        alive=alive,
+                        priority=Priority.INTERACTIVE,
                     )
                 else:
                     got = got.results(batch)
         except StopCall as stop:
             err = stop.error
-            for w in marks.waiters:
+            for w in waiters:
                 if not w.future.done():
                     w.future.set_exception(err.for_message(w.message.id) if isinstance(err, CascadeError) else err)
             return
-        for w, result in zip(live, got, strict=True):
+        for w, result in zip(waiters, got, strict=True):
             if w.future.done():
                 continue
             if result.status is Status.ACCEPTED:

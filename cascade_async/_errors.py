@@ -223,11 +223,13 @@ class Verdict(enum.Enum):
     UNKNOWN = "unknown"  # may have been processed (a gateway gave up waiting): retried only if asked
     SPLIT = "split"  # some message is invalid: isolate it
     REJECT = "reject"  # permanent for these messages
+    FAIL = "fail"  # the server failed in a way a retry will not fix (501, 505 ...): FAILED, not REJECTED
     STOP = "stop"  # about the endpoint or the credentials, not the messages: stop the call
 
 
-#: Redirects (never followed), and answers that mean "this URL is not the API".
-ENDPOINT_STATUSES: Final = frozenset({*range(300, 400), 404, 405, 415})
+#: Redirects (never followed), answers that mean "this URL is not the API", and a proxy that
+#: wants credentials of its own (407).
+ENDPOINT_STATUSES: Final = frozenset({*range(300, 400), 404, 405, 407, 415})
 AUTH_STATUSES: Final = frozenset({401, 403})
 SPLIT_STATUSES: Final = frozenset({400, 413, 422})
 #: Refused or failed before the origin processed anything: 521-523 are a CDN that never reached it.
@@ -247,7 +249,9 @@ def classify(status: int) -> Verdict:
         return Verdict.SPLIT
     if status in AUTH_STATUSES or status in ENDPOINT_STATUSES or status < 200:
         return Verdict.STOP
-    return Verdict.REJECT
+    if 400 <= status < 500:
+        return Verdict.REJECT
+    return Verdict.FAIL
 
 
 # --- parsing error answers ---------------------------------------------------------------

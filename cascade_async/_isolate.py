@@ -15,7 +15,7 @@ For k bad messages among n that is at most 1 + 2·k·⌈log2 n⌉ requests, and 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Final
 
 from ._errors import APIError, BadRequestError, ErrorCode
@@ -37,9 +37,11 @@ async def isolate_bad_messages(
     first: Failed,
     *,
     cap: int,
+    alive: Callable[[int], bool] | None = None,
     priority: Priority = Priority.BULK,
 ) -> list[Result]:
-    from ._sending import Attempts, Failed
+    """``alive`` (for coalesced sends) says per position whether the message is still wanted."""
+    from ._sending import Failed
 
     results: list[Result | None] = [None] * len(batch)
     left = cap
@@ -55,13 +57,20 @@ async def isolate_bad_messages(
         mid = (lo + hi) // 2
         halves: list[tuple[int, int, list[Result] | Failed]] = []
         for a, b in ((lo, mid), (mid, hi)):
-            before = Attempts(failed.attempts.count, failed.attempts.unknown)
+            if left < 1:
+                halves.append((a, b, failed))  # nothing left to spend: not isolated below
+                continue
+            before = failed.attempts.carried()
             start = before.count
-            got = await sender.send(batch[a:b], route, recorder, before, priority=priority)
+            part_alive = None if alive is None else _offset(alive, a)
+            got = await sender.send(
+                batch[a:b], route, recorder, before, alive=part_alive, max_requests=left, priority=priority
+            )
             left -= before.count - start
             halves.append((a, b, got))
         (_, _, g1), (_, _, g2) = halves
-        if isinstance(g1, Failed) and isinstance(g2, Failed) and _same_fault(g1, g2, batch[lo:hi]):
+        both_sent = g1 is not failed and g2 is not failed
+        if both_sent and isinstance(g1, Failed) and isinstance(g2, Failed) and _same_fault(g1, g2, batch[lo:hi]):
             results[lo:hi] = g1.results(batch[lo:hi])
             continue
         for a, b, got in halves:
@@ -72,6 +81,10 @@ async def isolate_bad_messages(
             else:
                 results[a:b] = got.results(batch[a:b])
     return results  # type: ignore[return-value]  # every position is filled above
+
+
+def _offset(alive: Callable[[int], bool], start: int) -> Callable[[int], bool]:
+    return lambda i: alive(start + i)
 
 
 def _same_fault(one: Failed, two: Failed, part: Sequence[Message]) -> bool:

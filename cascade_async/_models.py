@@ -13,8 +13,10 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from ._errors import CascadeError, ValidationError
+from ._segments import SegmentInfo, sms_segments
+from ._variables import check_placeholders
 
-__all__ = ["Message", "MessageType", "Result", "Route", "Status"]
+__all__ = ["Fallback", "Message", "MessageType", "Result", "Route", "Status"]
 
 MAX_ID_LENGTH: Final = 255
 MAX_SURVEY_TEXT: Final = 85
@@ -25,6 +27,9 @@ MAX_SCHEDULE_AHEAD: Final = _dt.timedelta(days=30)
 # E.164: "+", a first digit 1-9, 8 to 15 digits in all.
 _E164 = re.compile(r"\+[1-9][0-9]{7,14}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A lone surrogate is not Unicode: it cannot be encoded as UTF-8 (Python's json.loads makes them).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_TTL: Final = 2**31 - 1
 
 
 class MessageType(enum.StrEnum):
@@ -49,6 +54,34 @@ class Status(enum.StrEnum):
     ACCEPTED = "accepted"  # the provider took it and gave it a messageId
     REJECTED = "rejected"  # permanent: invalid input, a 4xx, a duplicate id
     FAILED = "failed"  # transient errors given up on, or a broken answer
+
+
+class Fallback(
+    msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=False, forbid_unknown_fields=True, gc=False
+):
+    """What a flashcall sends instead when the call fails: ``"fallback": {"messageType": "transaction",
+    "text": "..."}`` on the wire, as the provider documents it.
+
+    >>> Fallback(text="Your code is 1234")
+    Fallback(message_type=<MessageType.TRANSACTION: 'transaction'>, text='Your code is 1234')
+    """
+
+    message_type: MessageType = MessageType.TRANSACTION
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        kind = self.message_type
+        if kind != MessageType.TRANSACTION:
+            raise ValidationError(
+                f"must be transaction (the only fallback the provider documents), not {str(kind)!r}",
+                field="fallback.messageType",
+                tracking_id=None,
+            )
+        msgspec.structs.force_setattr(self, "message_type", MessageType.TRANSACTION)
+        text = self.text
+        if not isinstance(text, str) or not text.strip():
+            raise ValidationError("must be a non-empty string", field="fallback.text", tracking_id=None)
+        check_placeholders(text, field="fallback.text")
 
 
 # gc=False: a Message holds only strings, numbers, a datetime and a tuple of strings, so it can
@@ -79,6 +112,7 @@ class Message(
     ttl: int | None = None
     scheduled_sent: _dt.datetime | None = None
     survey_options: tuple[str, ...] | None = None
+    fallback: Fallback | None = None
 
     def __post_init__(self) -> None:
         # msgspec does not check types or constraints when a Struct is built in Python, and
@@ -92,8 +126,12 @@ class Message(
             return msgspec.convert(data, cls)
         except msgspec.ValidationError as exc:
             # msgspec wraps what __post_init__ raised; hand back our own error unwrapped.
-            if isinstance(exc.__cause__, ValidationError):
-                raise exc.__cause__ from None
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                tid = data.get("id") if cause.tracking_id is None and isinstance(data, Mapping) else None
+                if isinstance(tid, str):  # a nested Fallback did not know the id
+                    cause = ValidationError(cause.problem, field=cause.field, tracking_id=tid, code=cause.code)
+                raise cause from None
             raise _from_msgspec(exc, data) from None
         except TypeError as exc:  # a non-mapping input
             raise ValidationError(str(exc), field=None, tracking_id=None) from None
@@ -102,6 +140,18 @@ class Message(
         """The wire form, as sent: camelCase keys, unset fields left out."""
         result: dict[str, Any] = msgspec.to_builtins(self)
         return result
+
+    @property
+    def sms_segments(self) -> SegmentInfo:
+        """What the text costs if the cascade falls back to SMS (a flashcall: its fallback text).
+
+        A ``%short_url=N%`` counts as a link of ``SHORT_URL_LENGTH`` characters (an assumption the
+        result states in ``assumed``), other placeholders as written.
+        """
+        text = self.text
+        if text is None and self.fallback is not None:
+            text = self.fallback.text
+        return sms_segments(text or "")
 
 
 def _from_msgspec(exc: msgspec.ValidationError, data: Any) -> ValidationError:
@@ -135,6 +185,9 @@ def _check(msg: Message) -> None:
         raise _fail(msg, "id", "must not contain control characters")
     if not _check_str(msg, "fromName", msg.from_name).strip():
         raise _fail(msg, "fromName", "must not be empty")
+    for wire, value in (("id", tid), ("fromName", msg.from_name), ("text", msg.text)):
+        if isinstance(value, str) and _SURROGATE.search(value):
+            raise _fail(msg, wire, "holds a lone surrogate, which is not valid Unicode")
     phone = _check_str(msg, "toPhone", msg.to_phone)
     if not _E164.fullmatch(phone):
         raise _fail(msg, "toPhone", _phone_problem(phone))
@@ -154,6 +207,15 @@ def _check(msg: Message) -> None:
             raise _fail(msg, "text", "must be left out for flashcall messages")
     elif text is None or not _check_str(msg, "text", text).strip():
         raise _fail(msg, "text", f"is required for {kind.value} messages")
+    elif "%" in text:
+        check_placeholders(text, field="text", tracking_id=tid)
+
+    fallback = msg.fallback
+    if fallback is not None:
+        if kind is not MessageType.FLASHCALL:
+            raise _fail(msg, "fallback", "is only allowed on flashcall messages")
+        if not isinstance(fallback, Fallback):
+            raise _fail(msg, "fallback", f"must be a Fallback, not {type(fallback).__name__}")
 
     options = msg.survey_options
     if kind is MessageType.VIBER_SURVEY:
@@ -171,6 +233,8 @@ def _check(msg: Message) -> None:
         for option in options:
             if not isinstance(option, str) or not option.strip():
                 raise _fail(msg, "surveyOptions", "options must be non-empty strings")
+            if _SURROGATE.search(option):
+                raise _fail(msg, "surveyOptions", "an option holds a lone surrogate, which is not valid Unicode")
         assert text is not None
         if len(text) > MAX_SURVEY_TEXT:
             raise _fail(msg, "text", f"survey text is at most {MAX_SURVEY_TEXT} characters, got {len(text)}")
@@ -178,8 +242,8 @@ def _check(msg: Message) -> None:
         raise _fail(msg, "surveyOptions", "is only allowed on viber_survey messages")
 
     ttl = msg.ttl
-    if ttl is not None and (type(ttl) is not int or ttl <= 0):
-        raise _fail(msg, "ttl", f"must be a positive integer (seconds), not {ttl!r}")
+    if ttl is not None and (type(ttl) is not int or not 0 < ttl <= MAX_TTL):
+        raise _fail(msg, "ttl", f"must be a positive integer of seconds up to {MAX_TTL}, not {ttl!r:.40}")
 
     when = msg.scheduled_sent
     if when is not None:
@@ -187,7 +251,10 @@ def _check(msg: Message) -> None:
             raise _fail(msg, "scheduledSent", "must be a datetime")
         if when.tzinfo is None or when.utcoffset() is None:
             raise _fail(msg, "scheduledSent", "must be timezone-aware (a naive datetime is not guessed)")
-        utc = when.astimezone(_dt.UTC)
+        try:
+            utc = when.astimezone(_dt.UTC)
+        except OverflowError:
+            raise _fail(msg, "scheduledSent", "is out of range") from None
         if utc - _dt.datetime.now(_dt.UTC) > MAX_SCHEDULE_AHEAD:
             raise _fail(msg, "scheduledSent", "must be at most 30 days ahead")
         if utc is not when:
@@ -220,32 +287,38 @@ class _Checked(
     forbid_unknown_fields=True,
     gc=False,
 ):
-    """A Message made by ``convert_chunk``. msgspec checks each field's type and length in C;
-    ``convert_chunk`` checks the other rules for a whole chunk at once, so no Python runs
-    per message. Anything unusual (a survey, a flashcall, a schedule) takes the full path."""
+    """A Message made by ``convert_chunk``: the plain kind (a transaction or a promo with text,
+    no survey options, no schedule). msgspec checks each field's type and length in C, and
+    refuses anything else outright; ``convert_chunk`` checks the remaining rules for a whole
+    chunk at once, so no Python runs per message. Anything unusual takes the full path."""
 
     id: _Id
     from_name: _NonEmpty
     to_phone: Annotated[str, msgspec.Meta(min_length=9, max_length=16)]
     message_type: MessageType
-    text: _NonEmpty | None = None
-    ttl: Annotated[int, msgspec.Meta(gt=0)] | None = None
+    text: _NonEmpty  # required here: a flashcall takes the full path
+    ttl: Annotated[int, msgspec.Meta(gt=0, le=MAX_TTL)] | None = None
+    fallback: None = None  # only flashcalls carry one, and they take the full path
+    scheduled_sent: None = None  # a schedule takes the full path
+    survey_options: None = None  # so does a survey
     __post_init__ = builtins.id  # type: ignore[assignment,misc]  # a no-op in C: the rules run per chunk
 
 
-_Checked.__name__ = _Checked.__qualname__ = "Message"  # what users see in a repr
+_Checked.__name__ = "Message"  # what users see in a repr; __qualname__ stays, for pickle
 _CHECKED: Final = list[_Checked]
 _PLAIN: Final = frozenset({MessageType.TRANSACTION, MessageType.PROMO})
-#: Phones joined by newlines. A phone holding a newline cannot pass: two valid phones need at
-#: least 19 characters, and the length limit is 16.
+#: Phones joined by newlines, in one regex pass. A phone holding a newline cannot pass: two
+#: valid phones need at least 19 characters, and msgspec caps a phone at 16.
 _PHONES = re.compile(r"(?:\+[1-9][0-9]{7,14}\n)*")
 _get_kind = attrgetter("message_type")
 _get_text = attrgetter("text")
 _get_phone = attrgetter("to_phone")
 _get_id = attrgetter("id")
 _get_from = attrgetter("from_name")
-_get_options = attrgetter("survey_options")
-_get_schedule = attrgetter("scheduled_sent")
+#: Where a placeholder starts but no valid id follows: the full path then checks that text. An id
+#: of up to 15 digits is always below MAX_VARIABLE_ID; a longer one is checked there too. A match
+#: across two joined texts holds the newline that joins them, so it is never taken for valid.
+_SUSPECT_PLACEHOLDER = re.compile(r"%(?:name|url|short_url)=(?![1-9][0-9]{0,14}%)")
 
 
 def convert_chunk(items: list[Any]) -> list[Message] | None:
@@ -260,14 +333,17 @@ def convert_chunk(items: list[Any]) -> list[Message] | None:
         return None
     if not set(map(_get_kind, messages)) <= _PLAIN:
         return None
-    texts = list(map(_get_text, messages))
-    if None in texts or any(map(_get_options, messages)) or any(map(_get_schedule, messages)):
-        return None
     if not _PHONES.fullmatch("\n".join(map(_get_phone, messages)) + "\n"):
         return None
-    if _CONTROL.search("".join(map(_get_id, messages))):
+    ids = "".join(map(_get_id, messages))
+    if not ids.isprintable() and _CONTROL.search(ids):  # isprintable: a fast pass in C
         return None
-    if "" in map(str.strip, texts) or "" in map(str.strip, map(_get_from, messages)):
+    # Non-empty is checked in C already, so blank means all whitespace (no copies made).
+    texts = list(map(_get_text, messages))
+    if any(map(str.isspace, texts)) or any(map(str.isspace, map(_get_from, messages))):
+        return None
+    joined = "\n".join(texts)
+    if "%" in joined and _SUSPECT_PLACEHOLDER.search(joined):
         return None
     return messages
 

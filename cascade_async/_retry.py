@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 import msgspec
 import tenacity
@@ -100,10 +100,14 @@ def wait_before_retry(policy: RetryPolicy, exc: BaseException | None, retry_numb
     return backoff(policy, retry_number, rng)
 
 
-def stop_reason(policy: RetryPolicy, attempts: int, elapsed: float, upcoming_sleep: float) -> str | None:
+def stop_reason(
+    policy: RetryPolicy, attempts: int, elapsed: float, upcoming_sleep: float, max_requests: int | None = None
+) -> str | None:
     """Why no further attempt may start, or None. ``elapsed`` counts from the first attempt."""
     if attempts >= policy.max_attempts:
         return f"gave up after {attempts} attempts"
+    if max_requests is not None and attempts >= max_requests:
+        return f"the cap of {max_requests} extra request(s) ran out"
     if elapsed + upcoming_sleep > policy.deadline:
         return f"the batch deadline of {policy.deadline:g}s would pass"
     return None
@@ -149,6 +153,10 @@ class Wait(tenacity.wait.wait_base):
         return wait_before_retry(self._policy, _failure(retry_state), retry_state.attempt_number, self._rng)
 
 
+class HasStart(Protocol):
+    started: float | None
+
+
 class Stop(tenacity.stop.stop_base):
     """tenacity's ``stop``: the policy's limits, then the budget.
 
@@ -156,16 +164,27 @@ class Stop(tenacity.stop.stop_base):
     ``reason`` keeps why the loop stopped for the batch's results.
     """
 
-    def __init__(self, policy: RetryPolicy, budget: RetryBudget, now: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        budget: RetryBudget,
+        now: Callable[[], float],
+        attempts: HasStart,
+        max_requests: int | None = None,
+    ) -> None:
         self._policy = policy
         self._budget = budget
         self._now = now
-        self._started = now()
+        self._attempts = attempts  # its ``started``: when the batch's first attempt began
+        self._max_requests = max_requests
         self.reason: str | None = None
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        elapsed = self._now() - self._started
-        reason = stop_reason(self._policy, retry_state.attempt_number, elapsed, retry_state.upcoming_sleep)
+        started = self._attempts.started
+        elapsed = 0.0 if started is None else self._now() - started
+        reason = stop_reason(
+            self._policy, retry_state.attempt_number, elapsed, retry_state.upcoming_sleep, self._max_requests
+        )
         failure = _failure(retry_state)
         if reason is None and failure is not None and not self._budget.try_spend(failure):
             reason = "retry budget exhausted (too many recent failures)"

@@ -37,7 +37,7 @@ from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
 from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
-from ._transport import Transport
+from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
@@ -52,6 +52,9 @@ class Recorder(Protocol):
     ``not_sent`` after an attempt that certainly did not deliver (refused, 429, a certain
     5xx, a wrong endpoint), when no earlier attempt's outcome is unknown; ``completed`` with
     the final results. An exception from a recorder stops the call.
+
+    Optional: ``variables_uploading(variables)``, called before each upload of a templated
+    stream's variables (a journal keeps them, so a resumed job knows what the provider has).
     """
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...
@@ -74,14 +77,20 @@ _STOPPING = (AuthenticationError, EndpointError)
 
 
 class Attempts:
-    """What one batch has been through: its attempts and whether any may have got through."""
+    """What one batch has been through: its attempts, when the first began (after the rate
+    limiter: the deadline counts from there), and whether any may have got through."""
 
-    __slots__ = ("count", "gave_up", "unknown")
+    __slots__ = ("count", "gave_up", "started", "unknown")
 
-    def __init__(self, count: int = 0, unknown: bool = False) -> None:
+    def __init__(self, count: int = 0, unknown: bool = False, started: float | None = None) -> None:
         self.count = count
         self.unknown = unknown
+        self.started = started
         self.gave_up: str | None = None
+
+    def carried(self) -> Attempts:
+        """A copy for part of the batch (isolation): same history, same deadline."""
+        return Attempts(self.count, self.unknown, self.started)
 
 
 class Failed:
@@ -111,25 +120,6 @@ class Failed:
         return out
 
 
-class _Job:
-    """The batch one ``send`` works on, with its body; smaller after ``refresh`` drops unwanted messages."""
-
-    __slots__ = ("batch", "body", "prune")
-
-    def __init__(self, batch: Sequence[Message], body: bytes, prune: Callable[[], Sequence[Message]] | None) -> None:
-        self.batch = batch
-        self.body = body
-        self.prune = prune
-
-    def refresh(self) -> bool:
-        """Ask ``prune`` which messages are still wanted; False when none is."""
-        if self.prune is not None:
-            live = self.prune()
-            if len(live) != len(self.batch):
-                self.batch, self.body = live, encode_batch(live)
-        return bool(self.batch)
-
-
 class BatchSender:
     def __init__(
         self,
@@ -144,6 +134,7 @@ class BatchSender:
     ) -> None:
         self._transport = transport
         self._urls = {route: base_url + route.value for route in Route}
+        self._base_url = base_url
         self._headers = dict(headers)
         self._limiter = limiter
         self.policy = policy
@@ -175,18 +166,23 @@ class BatchSender:
             self._emit_sent(route, batch, attempt, loop.time() - started, None, exc)
             raise
         self._emit_sent(route, batch, attempt, loop.time() - started, raw.status, None)
-        error = None if classify(raw.status) is Verdict.OK else error_from_response(
-            raw.status, raw.headers, raw.body, route=route.value
-        )
+        error = self._answered(raw, route.value)
+        if error is not None:
+            raise error
+        return results_from_acks(batch, raw.body, attempts=attempt)
+
+    def _answered(self, raw: RawResponse, route: str) -> APIError | None:
+        """The error of a non-2xx answer, or None; every answer teaches the limiter (a 429 pauses the
+        account, any other resets its backoff)."""
+        error = None
+        if classify(raw.status) is not Verdict.OK:
+            error = error_from_response(raw.status, raw.headers, raw.body, route=route)
         if self._limiter is not None:
-            # Every answer teaches the limiter: a 429 pauses the account; any other resets its backoff.
             if isinstance(error, RateLimitError):
                 self._limiter.penalize(error.retry_after)
             else:
                 self._limiter.on_success()
-        if error is not None:
-            raise error
-        return results_from_acks(batch, raw.body, attempts=attempt)
+        return error
 
     def _emit_sent(
         self,
@@ -210,85 +206,132 @@ class BatchSender:
         recorder: Recorder | None = None,
         attempts: Attempts | None = None,
         *,
-        prune: Callable[[], Sequence[Message]] | None = None,
+        alive: Callable[[int], bool] | None = None,
         body: bytes | None = None,
+        max_requests: int | None = None,
         priority: Priority = Priority.BULK,
     ) -> list[Result] | Failed:
-        """One batch of unique ids with retries: its results, or its last failure.
+        """One batch of unique ids with retries: its results (in ``batch`` order), or its last failure.
 
-        ``prune``, given, is asked before each retry (and each resend after a 429) for the
-        messages still wanted (callers of ``send()`` who timed out are left out of later
-        attempts); results then follow its last answer.
+        ``alive``, given, says per position whether a message is still wanted. It is asked after
+        the rate limiter, before every attempt, so a message whose caller gave up (cancelled, or
+        past ``send_timeout``) never leaves after that; its position gets a FAILED result that
+        nobody reads. ``max_requests`` caps the attempts (isolation's budget). A 429 within the
+        batch deadline is handled inside the attempt (see the module's docstring).
         """
         state = attempts or Attempts()
-        job = _Job(batch, body if body is not None else encode_batch(batch), prune)
-        loop = asyncio.get_running_loop()
-        stop = Stop(self.policy, self.budget, loop.time)
-        deadline = loop.time() + self.policy.deadline
-        # A fresh AsyncRetrying per batch: tenacity keeps per-call state on the instance.
-        retrying = tenacity.AsyncRetrying(
-            retry=retry_on(self.policy),
-            wait=Wait(self.policy, self._rng),
-            stop=stop,
-            before_sleep=lambda rs: self._before_sleep(rs, route, len(batch)),
-            sleep=asyncio.sleep,
-            reraise=True,
-        )
+        sending = _Sending(batch, body or encode_batch(batch))
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)), state, max_requests)
         try:
             async for attempt in retrying:
                 with attempt:
-                    results = await self._attempt(job, route, state, recorder, priority, deadline)
+                    answer = await self._throttled(sending, route, state, recorder, priority, alive)
+                    if answer is None:
+                        return sending.abandoned()
+                    results = answer
         except _STOPPING as exc:
             raise StopCall(exc) from exc
         except CascadeError as exc:
             state.gave_up = stop.reason
             if stop.reason is not None:
-                logger.debug("not retrying %d message(s) after %s: %s", len(job.batch), exc, stop.reason)
+                logger.debug("not retrying %d message(s) after %s: %s", len(batch), exc, stop.reason)
             return Failed(exc, state)
         self.budget.refund()
-        return results
+        return sending.spread(results)
 
-    async def _attempt(
-        self, job: _Job, route: Route, state: Attempts, recorder: Recorder | None, priority: Priority, deadline: float
-    ) -> list[Result]:
-        """One attempt: acquire, record, POST; a 429 within ``deadline`` (loop time) acquires and resends."""
-        throttled = False
+    def _retrying(
+        self,
+        before_sleep: Callable[[tenacity.RetryCallState], None],
+        state: Attempts,
+        max_requests: int | None = None,
+    ) -> tuple[Stop, tenacity.AsyncRetrying]:
+        # A fresh AsyncRetrying per call: tenacity keeps per-call state on the instance.
+        stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests)
+        retrying = tenacity.AsyncRetrying(
+            retry=retry_on(self.policy),
+            wait=Wait(self.policy, self._rng),
+            stop=stop,
+            before_sleep=before_sleep,
+            sleep=asyncio.sleep,
+            reraise=True,
+        )
+        return stop, retrying
+
+    async def post_body(self, path: str, body: bytes) -> RawResponse:
+        """POST ``body`` to ``base_url + path`` through the limiter, with the same retry loop and
+        budget as a batch (``/api/items`` uploads): the 2xx answer, or raise the last
+        ``CascadeError`` (``StopCall`` for wrong credentials or a wrong endpoint)."""
+        url = self._base_url + path
+        state = Attempts()
+        stop, retrying = self._retrying(lambda rs: logger.debug("retrying POST %s after %s", path, rs.outcome), state)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    if self._limiter is not None:
+                        await self._limiter.acquire(0, priority=Priority.BULK)  # one request, no messages
+                    if self.closed:
+                        raise ClientClosedError("the client is closed; nothing more is sent")
+                    if state.started is None:  # the deadline counts from after the limiter
+                        state.started = asyncio.get_running_loop().time()
+                    state.count += 1
+                    raw = await self._transport(url, self._headers, body)
+                    if (error := self._answered(raw, path)) is not None:
+                        raise error
+        except _STOPPING as exc:
+            raise StopCall(exc) from exc
+        except CascadeError as exc:
+            exc.gave_up = stop.reason
+            raise
+        self.budget.refund()
+        return raw
+
+    async def _throttled(
+        self,
+        sending: _Sending,
+        route: Route,
+        state: Attempts,
+        recorder: Recorder | None,
+        priority: Priority,
+        alive: Callable[[int], bool] | None,
+    ) -> list[Result] | None:
+        """One attempt after the limiter; a 429 the batch deadline allows to wait out is not an attempt:
+        the limiter was told (``_answered``), so acquire again and resend. None: nobody wants the batch."""
         while True:
-            if (state.count or throttled) and not job.refresh():
-                return []
-            batch = job.batch
-            await self._acquire(batch, priority)
-            if recorder is not None:
-                # "pending" in the journal means the request is about to leave: after the limiter.
-                _record(recorder.dispatched, batch)
-            number = state.count + 1
+            await self._acquire(sending.messages, priority)
+            if alive is not None and not sending.keep(alive):
+                return None
             try:
-                results = await self._request(batch, job.body, route, number)
+                return await self._attempt(sending.messages, sending.body, route, state, recorder)
             except RateLimitError as exc:
-                if recorder is not None and not state.unknown:
-                    _record(recorder.not_sent, batch)
-                if self._is_back_pressure(exc, deadline):
-                    logger.debug("429 for %d message(s): the limiter pauses, then they go again", len(batch))
-                    throttled = True
-                    continue  # not an attempt: the limiter was told, acquire again
-                state.count = number
-                raise
-            except CascadeError as exc:
-                state.count = number
-                if exc.outcome_unknown:
-                    state.unknown = True
-                elif recorder is not None and not state.unknown and _certainly_not_sent(exc):
-                    _record(recorder.not_sent, batch)
-                raise
-            state.count = number
-            return results
+                if not self._is_back_pressure(exc, state):
+                    raise
+                state.count -= 1  # the recorder heard not_sent; the next attempt is dispatched again
+                logger.debug("429 for %d message(s): sent again after the limiter's pause", len(sending.messages))
 
-    def _is_back_pressure(self, exc: RateLimitError, deadline: float) -> bool:
-        """A 429 is handled by the limiter, not the retry loop, while the pause ends before ``deadline``."""
-        if self._limiter is None:
+    def _is_back_pressure(self, exc: RateLimitError, state: Attempts) -> bool:
+        """A 429 goes to the limiter, not the retry loop, while its pause ends within the batch deadline."""
+        if self._limiter is None or state.started is None:
             return False
         pause = min(exc.retry_after or 0.0, self.policy.max_retry_after)
-        return asyncio.get_running_loop().time() + pause < deadline
+        return asyncio.get_running_loop().time() + pause < state.started + self.policy.deadline
+
+    async def _attempt(
+        self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
+    ) -> list[Result]:
+        if recorder is not None:
+            # "pending" in the journal means the request is about to leave: after the limiter.
+            _record(recorder.dispatched, batch)
+        state.count += 1
+        if state.started is None:
+            state.started = asyncio.get_running_loop().time()
+        try:
+            return await self._request(batch, body, route, state.count)
+        except CascadeError as exc:
+            if exc.outcome_unknown:
+                state.unknown = True
+            elif recorder is not None and not state.unknown and _certainly_not_sent(exc):
+                _record(recorder.not_sent, batch)
+            raise
 
     def _before_sleep(self, retry_state: tenacity.RetryCallState, route: Route, size: int) -> None:
         assert retry_state.outcome is not None
@@ -349,6 +392,39 @@ class BatchSender:
 
             return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate, priority=priority)
         return got.results(batch)
+
+
+class _Sending:
+    """The part of a batch still wanted, and its body; results spread back to batch positions."""
+
+    __slots__ = ("batch", "body", "messages", "positions")
+
+    def __init__(self, batch: Sequence[Message], body: bytes) -> None:
+        self.batch = batch
+        self.messages = batch
+        self.body = body
+        self.positions: list[int] | None = None  # None: all of the batch
+
+    def keep(self, alive: Callable[[int], bool]) -> bool:
+        """Drop the positions no longer wanted; False when none is left."""
+        wanted = [i for i in (self.positions or range(len(self.batch))) if alive(i)]
+        if len(wanted) != len(self.messages):
+            self.positions = wanted
+            self.messages = [self.batch[i] for i in wanted]
+            self.body = encode_batch(self.messages) if wanted else b""
+        return bool(wanted)
+
+    def spread(self, results: list[Result]) -> list[Result]:
+        if self.positions is None:
+            return results
+        out = self.abandoned()
+        for i, result in zip(self.positions, results, strict=True):
+            out[i] = result
+        return out
+
+    def abandoned(self) -> list[Result]:
+        err = CascadeError("not sent: its caller gave up first (cancelled, or past send_timeout)")
+        return [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in self.batch]
 
 
 def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:

@@ -25,6 +25,7 @@ from collections.abc import (
     Iterable,
     Iterator,
     Mapping,
+    Sequence,
 )
 from types import TracebackType
 from typing import Any
@@ -37,13 +38,17 @@ from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
 from ._ratelimit import Priority
 from ._sending import BatchSender, Recorder, StopCall
+from ._templates import Personalised, Rejected, TemplateItems
+from ._uploads import Uploads
+from ._variables import Variable
 from ._wire import encode_batch
 
 __all__ = ["MessageSource", "ResultStream"]
 
 logger = logging.getLogger("cascade_async")
 
-MessageSource = Iterable[Message | Mapping[str, Any] | BadLine] | AsyncIterable[Message | Mapping[str, Any] | BadLine]
+_Input = Message | Mapping[str, Any] | BadLine | Personalised | Rejected
+MessageSource = Iterable[_Input] | AsyncIterable[_Input]
 
 
 class _End:
@@ -104,7 +109,8 @@ class ResultStream:
         self._isolate = isolate
         self._on_start = on_start
         self._priority = priority
-        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes)
+        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
+        self._uploads: Uploads | None = None  # made at the first templated message
         self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -116,6 +122,8 @@ class ResultStream:
         self._batcher: Batcher[Message] = Batcher(batch_size, linger, max_batch_bytes, _measure)
         self._source_error: BaseException | None = None
         self._rejected: list[Result] = []
+        self._leftover: list[Any] = []  # read from the source, not admitted yet
+        self._orphans: list[Message] = []  # admitted, not in the batcher yet
         self._backlog = 0  # rejected results queued but not taken yet
         self._backlog_cap = batch_size * max_in_flight
         self._drained = asyncio.Event()
@@ -212,6 +220,7 @@ class ResultStream:
         if self._closed:
             return
         await self.stop_intake()
+        self._settle_unsent()
         if self._batch_tasks:
             await asyncio.wait(self._batch_tasks, timeout=grace)
         self._closed = True
@@ -238,19 +247,40 @@ class ResultStream:
 
     async def _read(self) -> None:
         try:
-            if isinstance(self._source, AsyncIterable):
+            if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
+                async for chunk in self._source.chunks(self._batch_size):
+                    await self._read_chunks(iter(chunk))
+            elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)
             else:
                 await self._read_chunks(iter(self._source))
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the job is stopping
+            # The source raised CancelledError of its own accord: that is the input failing.
+            self._input_failed(CascadeError("reading the input was cancelled"), exc)
         except Exception as exc:
-            # The input itself failed: finish what was read, then raise it to the consumer.
-            logger.error("reading input failed after %d item(s): %r", self._admission.count, exc)
-            self._source_error = exc
+            self._input_failed(exc, None)
         self._flush_rejected()
+        if self._uploads is not None:
+            self._uploads.close()
         self._batcher.close()
+
+    def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
+        if self._uploads is None:
+            # A recorder (the journal) may keep what is uploaded: told before each upload request.
+            hook = getattr(self._recorder, "variables_uploading", None)
+            self._uploads = Uploads(self._sender, linger=self._linger, before_upload=hook)
+        self._uploads.register(messages, variables)
+
+    def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
+        # The input itself failed: finish what was read, then raise it to the consumer.
+        if cause is not None:
+            error.__cause__ = cause
+        logger.error("reading input failed after %d item(s): %r", self._admission.count, error)
+        self._source_error = error
 
     async def _read_chunks(self, items: Iterator[Any]) -> None:
         """Pull a synchronous source a batch's worth at a time; whole chunks are admitted in C."""
@@ -274,11 +304,20 @@ class ResultStream:
                 return
             admitted = admission.admit_chunk(chunk)
             if admitted is None:
-                for item in chunk:
-                    await self._admit(item)
+                for i, item in enumerate(chunk):
+                    try:
+                        await self._admit(item)
+                    except asyncio.CancelledError:
+                        self._leftover = chunk[i + 1 :]  # read, not admitted: settled at close
+                        raise
             elif not batcher.extend(*admitted):
-                for msg in admitted[0]:
-                    await self._offer(msg, size_bound(msg))
+                messages = admitted[0]
+                for i, msg in enumerate(messages):
+                    try:
+                        await self._offer(msg, size_bound(msg))
+                    except asyncio.CancelledError:
+                        self._orphans += messages[i + 1 :]
+                        raise
             if error is not None:
                 raise error
 
@@ -291,7 +330,10 @@ class ResultStream:
         else:
             assert isinstance(got, Result)
             self._rejected.append(got)
-            if len(self._rejected) >= self._batch_size:
+            if len(self._rejected) == 1:
+                # Out at once, even if the source then waits: grouped with the others of this turn.
+                asyncio.get_running_loop().call_soon(self._flush_rejected)
+            elif len(self._rejected) >= self._batch_size:
                 self._flush_rejected()
             while self._backlog >= self._backlog_cap:
                 self._drained.clear()
@@ -299,7 +341,27 @@ class ResultStream:
 
     async def _offer(self, msg: Message, size: int) -> None:
         self._flush_rejected()  # about to wait: let the consumer see them meanwhile
-        await self._batcher.put(msg, size)
+        try:
+            await self._batcher.put(msg, size)
+        except asyncio.CancelledError:
+            self._orphans.append(msg)  # admitted, never batched: settled at close
+            raise
+
+    def _settle_unsent(self) -> None:
+        """At the client's close: everything read but never sent gets its result (FAILED: it
+        certainly did not leave), so no input is left without one."""
+        leftover, self._leftover = self._leftover, []
+        for item in leftover:
+            got = self._admission.admit(item)
+            if isinstance(got, Result):
+                self._rejected.append(got)
+            else:
+                self._orphans.append(got[0])
+        unsent = self._orphans + list(self._batcher.drain())
+        self._orphans = []
+        err = ClientClosedError("the client was closed before this message was sent")
+        self._rejected += [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in unsent]
+        self._flush_rejected()
 
     def _flush_rejected(self) -> None:
         if self._rejected:
@@ -320,21 +382,29 @@ class ResultStream:
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
         if self._batch_tasks:
-            await asyncio.gather(*self._batch_tasks)
+            # wait, not gather: cancelling the dispatcher (the client closing) must not cancel them
+            await asyncio.wait(set(self._batch_tasks))
         # Every batch's results are queued before the end marker.
         self._queue.put_nowait(_End(self._source_error))
 
     async def _run_batch(self, batch: Batch[Message]) -> None:
         try:
-            results = await self._sender.deliver(
-                batch,
-                self._route,
-                self._recorder,
-                isolate=self._isolate,
-                body=batch.body,
-                unique=self._unique,
-                priority=self._priority,
-            )
+            todo: Sequence[Message] = batch
+            refused: list[Result] = []
+            if self._uploads is not None:  # templated messages: their variables go first
+                todo, refused = await self._uploads.ensure(batch)
+            results = refused
+            if todo:
+                results = await self._sender.deliver(
+                    todo,
+                    self._route,
+                    self._recorder,
+                    isolate=self._isolate,
+                    body=batch.body if todo is batch else None,
+                    unique=self._unique,
+                    priority=self._priority,
+                )
+                results = refused + results if refused else results
         except StopCall as exc:
             self._abort(exc.error)
             return

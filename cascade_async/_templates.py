@@ -14,7 +14,7 @@ placeholder (see ``_variables``); placeholders written into the template are pas
   fields;
 - ``Personalised(message, variables)``: the wire dict and every ``Variable`` its text references;
 - ``Rejected(tracking_id, error, row)`` for a row that cannot become a message: a missing or blank
-  value (``MISSING_VARIABLE``), or a value that would carry or complete a placeholder, an invalid
+  value (``ErrorCode.MISSING_VARIABLE``), or a value that would carry or complete a placeholder, an invalid
   URL, a format spec that does not fit (``INVALID_FIELD``). Each names the field.
 
 Why the variables travel with each message: the sender must upload a variable before the first
@@ -42,16 +42,14 @@ from typing import Any, Final, TypeAlias
 
 import msgspec
 
-from ._errors import ValidationError
+from ._errors import ErrorCode, ValidationError
+from ._inputs import BadLine
 from ._models import MessageType
 from ._variable_ids import VariablePool
 from ._variables import PLACEHOLDER, Variable, VariableType, find_placeholders
 
-__all__ = ["MISSING_VARIABLE", "Personalised", "Rejected", "Template", "TemplateItem"]
+__all__ = ["Personalised", "Rejected", "Template", "TemplateItem", "TemplateItems"]
 
-#: The code of a row that lacks a value the template needs. Moves to ``ErrorCode``.
-MISSING_VARIABLE: Final = "MISSING_VARIABLE"
-_INVALID_FIELD: Final = "INVALID_FIELD"
 _VARIABLE_SPECS: Final = {"url": VariableType.URL, "short_url": VariableType.SHORT_URL}
 _KEYWORDS: Final = tuple(f"{t.value}=" for t in VariableType)
 _HOLE: Final = "\x00"  # stands for a client-side value in the static analysis below
@@ -75,6 +73,8 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 TemplateItem: TypeAlias = dict[str, Any] | Personalised | Rejected
+#: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
+Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
 
 
 class Template:
@@ -153,7 +153,7 @@ class Template:
 
     def messages(
         self,
-        rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
+        rows: Rows,
         *,
         from_name: str,
         message_type: MessageType | str,
@@ -164,7 +164,7 @@ class Template:
         survey_options: Sequence[str] | None = None,
         id_prefix: str = "row",
         pool: VariablePool | None = None,
-    ) -> AsyncIterator[TemplateItem]:
+    ) -> TemplateItems:
         """One item per row, in order (see the module docstring).
 
         A row's id is its ``id_field`` value, or ``{id_prefix}-{n}`` for the n-th row (from 1)
@@ -186,7 +186,7 @@ class Template:
         if pool is None and self.variable_fields:
             pool = VariablePool()
         job = _Job(self, from_name, kind.value, id_field, phone_field, id_prefix, extra, pool)
-        return _generate(job, rows)
+        return TemplateItems(job, rows)
 
     def _item(self, job: _Job, tid: str, phone: Any, text: str, variables: list[Variable]) -> TemplateItem:
         message = {
@@ -204,10 +204,14 @@ class Template:
 
     # A row the fast path (_renderer) does not take is rendered here, one check at a time, so that
     # the rejection names the field and the problem.
-    def _render_checked(self, job: _Job, row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def _render_checked(self, job: _Job, row: Mapping[str, Any] | BadLine, n: int) -> TemplateItem | None:
         if not isinstance(row, Mapping):
-            tid = f"{job.id_prefix}-{n}"
-            return _reject(tid, n, None, f"a row must be a mapping of column to value, not {type(row).__name__}")
+            made = f"{job.id_prefix}-{n}"
+            if isinstance(row, BadLine):  # a reader's unreadable row keeps its line and reason
+                err = row.error
+                bad = ValidationError(err.problem, field=err.field, tracking_id=made, code=err.code, line=row.line)
+                return Rejected(made, bad, n)
+            return _reject(made, n, None, f"a row must be a mapping of column to value, not {type(row).__name__}")
         tid = row.get(job.id_field)
         if tid is None or tid == "":
             tid = f"{job.id_prefix}-{n}"
@@ -215,7 +219,7 @@ class Template:
             tid = str(tid)
         phone = row.get(job.phone_field)
         if _blank(phone):
-            return _reject(tid, n, job.phone_field, "no phone number in this row", MISSING_VARIABLE)
+            return _reject(tid, n, job.phone_field, "no phone number in this row", ErrorCode.MISSING_VARIABLE)
         values: list[Any] = [phone]
         variables: list[Variable] = []
         clients: list[tuple[str, str]] = []
@@ -223,7 +227,7 @@ class Template:
         for name, spec, kind in self._fields:
             value = row.get(name)
             if _blank(value):
-                return _reject(tid, n, name, f"no value for template field {name!r}", MISSING_VARIABLE)
+                return _reject(tid, n, name, f"no value for template field {name!r}", ErrorCode.MISSING_VARIABLE)
             values.append(value)
             if kind is not None:
                 if not isinstance(value, str):
@@ -306,8 +310,62 @@ class _Job:
         )
 
 
+class TemplateItems(AsyncIterator[TemplateItem]):
+    """What ``Template.messages()`` returns: an async iterator of items, one per row.
+
+    ``client.stream()`` reads it a chunk at a time (``chunks``), so that whole chunks are checked
+    in C as pre-rendered wire dicts are. Iterate it once, either way.
+    """
+
+    def __init__(self, job: _Job, rows: Rows) -> None:
+        self._job = job
+        self._rows = rows
+        self._items: AsyncIterator[TemplateItem] | None = None
+
+    async def __anext__(self) -> TemplateItem:
+        if self._items is None:
+            self._items = _generate(self._job, self._rows)
+        return await self._items.__anext__()
+
+    async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
+        """The items in lists of up to ``size``. Rows from an async source that pauses wait in
+        the current list until the next row comes or the rows end."""
+        job, rows = self._job, self._rows
+        render = _renderer(job)
+        chunk: list[TemplateItem] = []
+        n = 0
+        source: Iterable[Any] = rows if not isinstance(rows, AsyncIterable) else ()
+        async_rows = rows.__aiter__() if isinstance(rows, AsyncIterable) else None
+        sync_rows = iter(source)
+        while True:
+            if async_rows is not None:
+                try:
+                    row = await async_rows.__anext__()
+                except StopAsyncIteration:
+                    break
+            else:
+                got: Any = next(sync_rows, _END)
+                if got is _END:
+                    break
+                row = got
+            n += 1
+            item = render(row, n)
+            while item is None:
+                await _refill(job)
+                item = render(row, n)
+            chunk.append(item)
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+_END: Final = object()
+
+
 async def _generate(
-    job: _Job, rows: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]]
+    job: _Job, rows: Rows
 ) -> AsyncIterator[TemplateItem]:
     render = _renderer(job)
     if isinstance(rows, AsyncIterable):
@@ -328,7 +386,7 @@ async def _generate(
         yield item
 
 
-def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | None]:
+def _renderer(job: _Job) -> Callable[[Any, int], TemplateItem | None]:
     """The per-row work of one job, with everything it reads bound to local names.
 
     Two closures, for templates without and with provider variables; both build the same wire
@@ -347,7 +405,7 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     pool_get = job.pool.get if job.pool is not None else None
     no_placeholders: list[str] = []
 
-    def render_plain(row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def render_plain(row: Any, n: int) -> TemplateItem | None:
         try:
             text = fast(values := getter(row), no_placeholders)
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -367,7 +425,7 @@ def _renderer(job: _Job) -> Callable[[Mapping[str, Any], int], TemplateItem | No
     if not var_slots or pool_get is None:
         return render_plain
 
-    def render(row: Mapping[str, Any], n: int) -> TemplateItem | None:
+    def render(row: Any, n: int) -> TemplateItem | None:
         variables: list[Variable] = []
         try:
             values = getter(row)
@@ -450,7 +508,7 @@ def _blank(value: object) -> bool:
     return value is None or value == "" or (type(value) is str and value.isspace())
 
 
-def _reject(tid: str, n: int, field: str | None, problem: str, code: str = _INVALID_FIELD) -> Rejected:
+def _reject(tid: str, n: int, field: str | None, problem: str, code: str = ErrorCode.INVALID_FIELD) -> Rejected:
     return Rejected(tid, ValidationError(problem, field=field, tracking_id=tid, code=code), n)
 
 

@@ -70,16 +70,18 @@ class AiohttpTransport:
             ) as resp:
                 data = await _read_capped(resp, self._max)
                 return RawResponse(resp.status, resp.headers, data)
+        # ``from None``: aiohttp's exceptions carry the request's headers (the credentials) in
+        # ``request_info``; what they say is kept in the message instead.
         except aiohttp.ConnectionTimeoutError as exc:
             # Nothing was sent: safe to try again.
-            raise TimeoutError(f"cannot connect in time: {_describe(exc)}") from exc
+            raise TimeoutError(f"cannot connect in time: {_describe(exc)}") from None
         except aiohttp.ClientConnectorError as exc:
-            raise TransportError(f"cannot connect: {_describe(exc)}") from exc
-        except builtins.TimeoutError as exc:
-            raise TimeoutError("request timed out", outcome_unknown=True) from exc
+            raise TransportError(f"cannot connect: {_describe(exc)}") from None
+        except builtins.TimeoutError:
+            raise TimeoutError("request timed out", outcome_unknown=True) from None
         except aiohttp.ClientError as exc:
             # The request may have reached the server before the connection broke.
-            raise TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True) from exc
+            raise TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True) from None
 
     async def aclose(self) -> None:
         self._closed = True

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, Protocol
 
 from ._errors import TransportError
@@ -151,13 +151,23 @@ class VariablePool:
     current block lasts; only when it returns None must the caller ``await refill()``.
     """
 
-    def __init__(self, allocator: IdAllocator | None = None, *, block_size: int = UPLOAD_BATCH) -> None:
+    def __init__(
+        self,
+        allocator: IdAllocator | None = None,
+        *,
+        block_size: int = UPLOAD_BATCH,
+        on_block: Callable[[VariablePool], None] | None = None,
+    ) -> None:
         if block_size < 1:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.allocator: IdAllocator = allocator if allocator is not None else LocalIdAllocator()
         self._block_size = block_size
         self._next = self._stop = 0  # the unused part of the current block
         self._known: dict[VariableType, dict[str, Variable]] = {t: {} for t in VariableType}
+        #: Called after each new block is taken, before any of its ids is handed out: the moment
+        #: to persist ``changes()`` (a journal's hook).
+        self.on_block = on_block
+        self._unsaved: list[Variable] = []  # assignments since the last ``changes()``
 
     def __len__(self) -> int:
         return sum(len(by_value) for by_value in self._known.values())
@@ -176,11 +186,59 @@ class VariablePool:
         var = Variable(self._next, kind, value)  # validates; raises ValidationError (field "value")
         self._next += 1
         by_value[value] = var
+        self._unsaved.append(var)
         return var
 
     async def refill(self) -> None:
         block = await self.allocator.allocate(self._block_size)
         self._next, self._stop = block.start, block.stop
+        if self.on_block is not None:
+            self.on_block(self)
+
+    def changes(self) -> dict[str, Any]:
+        """What changed since the last call, as a small JSON-able record (a journal appends these):
+        the allocator's state, the current block's end, and the new assignments. ``replay`` turns
+        the records back into a pool. Costs O(new assignments), unlike ``snapshot()``."""
+        new, self._unsaved = self._unsaved, []
+        return {
+            "version": _STATE_VERSION,
+            "allocator": self.allocator.state(),
+            "block_end": self._stop,
+            "block_size": self._block_size,
+            "variables": [[v.id, v.type.value, v.value] for v in new],
+        }
+
+    @classmethod
+    def replay(
+        cls,
+        records: Iterable[dict[str, Any]],
+        *,
+        redis: _IncrBy | None = None,
+        on_block: Callable[[VariablePool], None] | None = None,
+    ) -> VariablePool:
+        """The pool that ``changes()`` records describe, in order. The same values keep their ids;
+        the rest of the last recorded block is never handed out again (values assigned from it
+        after the last record, by a job that then crashed, may already be at the provider)."""
+        pool: VariablePool | None = None
+        for record in records:
+            if record.get("version") != _STATE_VERSION:
+                raise ValueError(f"unknown variable pool record version {record.get('version')!r}")
+            pool = (
+                cls(
+                    allocator_from_state(record["allocator"], redis=redis),
+                    block_size=record["block_size"],
+                    on_block=on_block,
+                )
+                if pool is None
+                else pool
+            )
+            pool.allocator = allocator_from_state(record["allocator"], redis=redis)
+            for vid, kind, value in record["variables"]:
+                var = Variable(vid, VariableType(kind), value)
+                pool._known[var.type][value] = var
+        if pool is None:
+            raise ValueError("no variable pool records to replay")
+        return pool
 
     async def variable(self, kind: VariableType, value: str) -> Variable:
         var = self.get(kind, value)

@@ -41,7 +41,6 @@ class _Accepted(
     attempts: int = 1
 
 
-_Accepted.__name__ = _Accepted.__qualname__ = "Result"
 _answer_decoder = msgspec.json.Decoder(list[_Accepted])
 
 

@@ -9,7 +9,7 @@ import selectors
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from cascade_async import RawResponse, TransportError
+from cascade_async import CascadeClient, RawResponse, TransportError
 from cascade_async import TimeoutError as CascadeTimeoutError
 
 T = TypeVar("T")
@@ -134,3 +134,9 @@ def scripted(*answers: Any) -> FakeTransport:
         return ok_for(messages) if answer == "ok" else answer
 
     return FakeTransport(respond)
+
+
+def make(transport: Any, **kw: Any) -> CascadeClient:
+    """A client on a fake transport, with the rate limit off unless a test sets one."""
+    kw.setdefault("rate_limit", None)
+    return CascadeClient(api_key="k", transport=transport, **kw)

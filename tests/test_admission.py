@@ -9,11 +9,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from cascade_async import (
     BadLine,
-    CascadeClient,
     ErrorCode,
     Result,
     Status,
@@ -23,12 +24,7 @@ from cascade_async import (
     read_jsonl,
 )
 
-from .support import FakeTransport, msg, run_virtual
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, make, msg, run_virtual
 
 
 def with_invalid(n: int, every: int) -> list[dict[str, Any]]:
@@ -184,3 +180,75 @@ def test_read_csv_and_read_json_array_accept_streams_too() -> None:
     assert [m.id for m in a] == ["c1"]
     assert [m.id for m in b] == ["m1", "m2"]
     assert not any(isinstance(m, BadLine) for m in a + b)
+
+
+def test_results_and_messages_from_the_fast_paths_pickle_like_any_other() -> None:
+    import pickle
+
+    from cascade_async._models import convert_chunk
+    from cascade_async._wire import results_from_acks
+
+    (m,) = convert_chunk([msg(1)]) or []
+    assert isinstance(m, __import__("cascade_async").Message)
+    (r,) = results_from_acks([m], b'[{"messageId":"u-1","trackinId":"m1","status":"queued"}]', attempts=1)
+    assert r.ok
+    assert pickle.loads(pickle.dumps(m)).id == "m1"
+    assert pickle.loads(pickle.dumps(r)).message_id == "u-1"
+    assert repr(m).startswith("Message(")
+
+
+# --- the C fast path accepts nothing the full checks refuse -------------------------------------
+
+def _mostly(valid: Any, hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Usually a valid value, sometimes a hostile one: so that a chunk often passes every other
+    check and the one hostile field is what the fast path must catch."""
+    return st.one_of(st.just(valid), st.just(valid), st.just(valid), hostile)
+
+
+_hostile_text = st.one_of(
+    st.text(max_size=8),
+    st.sampled_from(["", " ", "\u3000", "\x1c", "\x85", "x\x00y", "\u200b", "a\x7fb", "\t"]),
+)
+_hostile_phones = st.one_of(
+    st.from_regex(r"\+[0-9]{7,16}", fullmatch=True),
+    st.sampled_from(
+        [
+            "+0501234567",
+            "+380\u0663" + "01234567",
+            "+38050\n1234",
+            "380501234567",
+            "+3805012345678901",
+            "+1+2345678",
+            "++380501234",
+            "+38050123 4",
+        ]
+    ),
+)
+_wire = st.fixed_dictionaries(
+    {
+        "id": _mostly("m-1", _hostile_text),
+        "fromName": _mostly("Shop", _hostile_text),
+        "toPhone": _mostly("+380501234567", _hostile_phones),
+        "messageType": _mostly("transaction", st.sampled_from(["promo", "viber_survey", "flashcall", "other"])),
+        "text": _mostly("hello", st.one_of(_hostile_text, st.none())),
+    },
+    optional={
+        "ttl": st.one_of(st.integers(-5, 2**40), st.booleans(), st.floats(allow_nan=False), st.none()),
+        "surveyOptions": st.one_of(st.lists(st.text(max_size=5), max_size=6), st.none()),
+        "scheduledSent": st.sampled_from(["2026-11-28T10:00:00Z", "2026-11-28T10:00:00", None]),
+        "extra": st.just(1),
+    },
+)
+
+
+@hypothesis.settings(max_examples=600, deadline=None)
+@hypothesis.given(st.lists(_wire, min_size=1, max_size=3))
+def test_the_chunk_fast_path_accepts_exactly_what_the_full_checks_accept(chunk: list[dict[str, Any]]) -> None:
+    from cascade_async import Message
+    from cascade_async._models import convert_chunk
+
+    fast = convert_chunk(chunk)
+    if fast is None:
+        return  # declined: every item then goes through the full checks
+    for item, message in zip(chunk, fast, strict=True):
+        assert Message.from_dict(item).to_dict() == message.to_dict()

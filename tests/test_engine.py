@@ -28,14 +28,10 @@ from cascade_async import (
     ValidationError,
 )
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted, timeout_error
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted, timeout_error
 
 FAST_RETRY = RetryPolicy(initial_wait=1.0)
 
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
 
 
 async def collect(client: CascadeClient, source: Any) -> list[Result]:

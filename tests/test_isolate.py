@@ -7,14 +7,9 @@ from typing import Any
 
 import pytest
 
-from cascade_async import BadRequestError, CascadeClient, ErrorCode, RawResponse, Result, Status
+from cascade_async import BadRequestError, ErrorCode, RawResponse, Result, Status
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual
 
 
 def run(t: FakeTransport, source: list[dict[str, Any]], **kw: Any) -> dict[str, Result]:

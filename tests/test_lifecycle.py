@@ -11,21 +11,26 @@ import pytest
 
 from cascade_async import (
     AiohttpTransport,
-    CascadeClient,
     CascadeError,
     ClientClosedError,
     Message,
+    RateLimit,
     Result,
     Status,
     TimeoutError,
 )
 
-from .support import FakeTransport, error, msg, run_virtual, scripted
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted
 
 
-def make(transport: Any, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+async def drain(stream: Any, into: list[Result]) -> BaseException | None:
+    """Consume a stream into ``into``; the ClientClosedError that ended it, if one did."""
+    try:
+        async for r in stream:
+            into.append(r)
+    except ClientClosedError as exc:
+        return exc
+    return None
 
 
 def endless() -> Any:
@@ -70,20 +75,10 @@ def test_aclose_ends_a_running_stream_and_nothing_new_is_sent() -> None:
     async def main() -> tuple[list[Result], BaseException | None, int]:
         c = make(t, batch_size=10, max_in_flight=2)
         got: list[Result] = []
-        failure: BaseException | None = None
-
-        async def consume() -> None:
-            nonlocal failure
-            try:
-                async for r in c.stream(endless()):
-                    got.append(r)
-            except ClientClosedError as exc:
-                failure = exc
-
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(drain(c.stream(endless()), got))
         await asyncio.sleep(3.5)
         await c.aclose()
-        await asyncio.wait_for(task, 30)
+        failure = await asyncio.wait_for(task, 30)
         sent_at_close = len(t.calls)
         await asyncio.sleep(10)
         assert len(t.calls) == sent_at_close
@@ -92,8 +87,31 @@ def test_aclose_ends_a_running_stream_and_nothing_new_is_sent() -> None:
     got, failure, sent = run_virtual(main())
     assert isinstance(failure, ClientClosedError)
     # every request that left got its results to the consumer: in flight at the close too
-    assert len(got) == 10 * sent
+    assert sum(r.ok for r in got) == 10 * sent
+    # what was read but never sent ends FAILED, certainly not sent: no input without a result
+    unsent = [r for r in got if not r.ok]
+    assert unsent
+    assert all(isinstance(r.error, ClientClosedError) and not r.outcome_unknown for r in unsent)
+    assert len({r.tracking_id for r in got}) == len(got)
+
+
+def test_the_last_batches_in_flight_finish_normally_when_the_client_closes() -> None:
+    # All input is already dispatched: the dispatcher is waiting for the batches, not reading.
+    t = FakeTransport(latency=2.0)
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(t, batch_size=5, max_in_flight=8, close_timeout=10.0)
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(20)]), got))
+        await asyncio.sleep(1.0)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert len(got) == 20
     assert all(r.ok for r in got)
+    assert len(t.calls) == 4
+    assert failure is None or isinstance(failure, ClientClosedError)
 
 
 def test_batches_in_flight_past_close_timeout_end_failed_with_outcome_unknown() -> None:
@@ -102,26 +120,17 @@ def test_batches_in_flight_past_close_timeout_end_failed_with_outcome_unknown() 
     async def main() -> tuple[list[Result], BaseException | None]:
         c = make(t, batch_size=5, max_in_flight=1, close_timeout=1.0)
         got: list[Result] = []
-        failure: BaseException | None = None
-
-        async def consume() -> None:
-            nonlocal failure
-            try:
-                async for r in c.stream([msg(i) for i in range(20)]):
-                    got.append(r)
-            except ClientClosedError as exc:
-                failure = exc
-
-        task = asyncio.create_task(consume())
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(20)]), got))
         await asyncio.sleep(0.5)
         await c.aclose()
-        await task
-        return got, failure
+        return got, await task
 
     got, failure = run_virtual(main())
     assert isinstance(failure, ClientClosedError)
-    assert len(got) == 5
-    assert all(r.status is Status.FAILED and r.outcome_unknown for r in got)
+    assert len(got) == 10  # what was read (in flight, and the next batch) has its result
+    assert all(r.status is Status.FAILED for r in got)
+    in_flight = [r for r in got if r.outcome_unknown]
+    assert sorted(r.tracking_id for r in in_flight) == [f"m{i}" for i in range(5)]
 
 
 def test_result_stream_aclose_from_another_task_wakes_the_consumer() -> None:
@@ -211,3 +220,113 @@ def test_send_timeout_after_the_request_left_says_the_outcome_is_unknown() -> No
     exc = run_virtual(main())
     assert isinstance(exc, TimeoutError)
     assert exc.outcome_unknown
+
+
+def test_a_source_that_raises_cancelled_error_ends_the_stream_instead_of_hanging() -> None:
+    async def source() -> Any:
+        yield msg(0)
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        got: list[Result] = []
+        async with make(FakeTransport()) as c:
+            try:
+                async for r in c.stream(source()):
+                    got.append(r)
+            except CascadeError as exc:
+                return got, exc
+        return got, None
+
+    got, failure = run_virtual(main())
+    assert [r.tracking_id for r in got] == ["m0"]
+    assert isinstance(failure, CascadeError)
+
+
+def test_a_rejection_from_an_async_source_comes_out_before_the_source_yields_again() -> None:
+    seen_at: dict[str, float] = {}
+
+    async def source() -> Any:
+        yield msg(0)
+        yield msg(1, toPhone="0501234567")
+        await asyncio.sleep(3600)
+        yield msg(2)
+
+    async def main() -> None:
+        async with make(FakeTransport(), linger=0.05) as c:
+            async for r in c.stream(source()):
+                seen_at[r.tracking_id] = asyncio.get_running_loop().time()
+
+    run_virtual(main())
+    assert seen_at["m1"] < 1.0
+    assert seen_at["m2"] >= 3600
+
+
+def test_a_send_that_timed_out_while_waiting_for_the_rate_limiter_is_never_sent() -> None:
+    t = FakeTransport()
+
+    async def main() -> list[Result | BaseException]:
+        limit = RateLimit(requests_per_second=1, burst=1)
+        async with make(t, coalesce=False, send_timeout=0.5, rate_limit=limit) as c:
+            outcomes = await asyncio.gather(*(c.send(msg(i)) for i in range(3)), return_exceptions=True)
+            await asyncio.sleep(10)
+            return outcomes
+
+    outcomes = run_virtual(main())
+    timed_out = [o for o in outcomes if isinstance(o, TimeoutError)]
+    assert len(timed_out) == 2
+    assert all(not o.outcome_unknown for o in timed_out)
+    assert t.batches == [["m0"]]
+
+
+def test_a_caller_that_timed_out_is_left_out_of_isolation_requests() -> None:
+    def respond(messages: list[dict[str, Any]], n: int) -> Any:
+        return error(400, "BAD", "text") if any(m["text"] == "bad" for m in messages) else ok_for(messages)
+
+    t = FakeTransport(respond, latency=1.0)
+
+    async def main() -> list[Result | BaseException]:
+        async with make(t, send_timeout=1.5, send_linger=0.0) as c:
+            sends = [c.send(msg(0, text="bad")), c.send(msg(1)), c.send(msg(2)), c.send(msg(3))]
+            outcomes = await asyncio.gather(*sends, return_exceptions=True)
+            await asyncio.sleep(10)
+            return outcomes
+
+    outcomes = run_virtual(main())
+    assert all(isinstance(o, TimeoutError) for o in outcomes)
+    # the first request left before the deadline; the isolation requests after it were skipped
+    assert len(t.calls) == 2
+    assert all(call[0] < 1.5 for call in t.calls)
+
+
+def test_a_repeated_id_whose_caller_timed_out_is_not_sent_in_the_next_round() -> None:
+    t = FakeTransport(latency=2.0)
+
+    async def main() -> list[Result | BaseException]:
+        async with make(t, send_timeout=1.5) as c:
+            return await asyncio.gather(c.send(msg(1)), c.send(msg(1, text="again")), return_exceptions=True)
+
+    outcomes = run_virtual(main())
+    assert all(isinstance(o, TimeoutError) for o in outcomes)
+    assert len(t.calls) == 1
+
+
+def test_a_second_aclose_waits_for_the_first_to_finish() -> None:
+    t = FakeTransport(latency=3.0)
+
+    async def main() -> tuple[bool, Result | BaseException]:
+        c = make(t, close_timeout=10.0, send_linger=0.0)
+        send = asyncio.create_task(c.send(msg(1)))
+        await asyncio.sleep(0.1)
+        first = asyncio.create_task(c.aclose())
+        await asyncio.sleep(0)
+        await c.aclose()
+        done_after_second = send.done()
+        await first
+        return done_after_second, await send
+
+    done, outcome = run_virtual(main())
+    assert done
+    assert isinstance(outcome, Result)
+    assert outcome.ok

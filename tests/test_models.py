@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascade_async import Message, MessageType, Result, Status, ValidationError
@@ -235,3 +235,116 @@ def test_result_is_frozen_and_small() -> None:
     with pytest.raises(AttributeError):
         r.status = Status.FAILED  # type: ignore[misc]
     assert not hasattr(r, "__dict__")
+
+
+# --- placeholders, the SMS cost of a message, and flashcall's fallback (#14) -------------------
+
+FLASHCALL = {"id": "v-1", "fromName": "Shop", "toPhone": "+380501234567", "messageType": "flashcall"}
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        pytest.param("50% off today", True, id="a literal percent"),
+        pytest.param("Hi %name=12%, 100% yours", True, id="a valid placeholder and a percent"),
+        pytest.param("Go %short_url=9007199254740991%", True, id="the largest id (checked on the full path)"),
+        pytest.param("Hi %name=0%", False, id="id zero"),
+        pytest.param("Hi %name=-1%", False, id="a negative id"),
+        pytest.param("Hi %url=abc%", False, id="not a number"),
+        pytest.param("Hi %short_url=012%", False, id="a leading zero"),
+        pytest.param("Hi %name=9007199254740992%", False, id="past the largest id"),
+    ],
+)
+def test_placeholders_are_checked_the_same_on_the_full_and_the_chunk_path(text: str, ok: bool) -> None:
+    from cascade_async._models import convert_chunk
+
+    if ok:
+        assert Message.from_dict(base(text=text)).text == text
+    else:
+        with pytest.raises(ValidationError) as info:
+            Message.from_dict(base(text=text))
+        assert (info.value.field, info.value.tracking_id) == ("text", "t-1")
+    chunk = convert_chunk([base(id="a"), base(id="b", text=text), base(id="c")])
+    if not ok:
+        assert chunk is None  # the chunk goes down the full path, which names the field
+    elif len(text) < 30:
+        assert chunk is not None  # the usual texts stay on the fast path
+
+
+def test_sms_segments_counts_the_text_and_a_flashcall_counts_its_fallback() -> None:
+    from cascade_async import Fallback
+
+    assert Message.from_dict(base(text="x" * 161)).sms_segments.segments == 2
+    assert Message.from_dict(base(text="Привіт")).sms_segments.first_non_gsm == "П"
+    assert Message.from_dict(FLASHCALL).sms_segments.segments == 0
+    fb = Message.from_dict(FLASHCALL | {"fallback": {"messageType": "transaction", "text": "Code: 1234 €"}})
+    assert fb.sms_segments.units == 13  # the euro sign counts two
+    assert Fallback(text="a").message_type is MessageType.TRANSACTION
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        pytest.param(
+            {"fallback": {"messageType": "promo", "text": "x"}}, "fallback.messageType", id="a promo fallback"
+        ),
+        pytest.param({"fallback": {"messageType": "transaction", "text": " "}}, "fallback.text", id="a blank text"),
+        pytest.param({"fallback": {"messageType": "transaction"}}, "fallback.text", id="no text"),
+        pytest.param({"fallback": {"text": "Hi %name=x%"}}, "fallback.text", id="a bad placeholder"),
+        pytest.param({"fallback": {"text": "x", "extra": 1}}, "fallback", id="an unknown key"),
+        pytest.param({"fallback": "x"}, "fallback", id="not an object"),
+    ],
+)
+def test_an_invalid_fallback_is_refused_naming_the_field_and_the_message(over: dict[str, Any], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        Message.from_dict(FLASHCALL | over)
+    assert info.value.field is not None
+    assert info.value.field.startswith(field)
+    assert info.value.tracking_id == "v-1"
+
+
+def test_a_fallback_is_only_for_flashcalls_and_never_takes_the_chunk_path() -> None:
+    from cascade_async import Fallback
+    from cascade_async._models import convert_chunk
+
+    with pytest.raises(ValidationError, match="only allowed on flashcall") as info:
+        Message.from_dict(base(fallback={"messageType": "transaction", "text": "x"}))
+    assert info.value.field == "fallback"
+    with pytest.raises(ValidationError, match="fallback"):
+        Message(
+            id="a", from_name="S", to_phone="+380501234567", message_type="promo", text="x", fallback=Fallback(text="y")
+        )
+    assert convert_chunk([base(fallback={"messageType": "transaction", "text": "x"})]) is None
+
+
+def test_a_fallback_goes_out_in_the_documented_wire_shape() -> None:
+    from cascade_async import Fallback
+
+    m = Message(
+        id="v-1",
+        from_name="Shop",
+        to_phone="+380501234567",
+        message_type=MessageType.FLASHCALL,
+        fallback=Fallback(message_type=MessageType.TRANSACTION, text="Your code is 1234"),
+    )
+    assert encode_batch([m]) == (
+        b'[{"id":"v-1","fromName":"Shop","toPhone":"+380501234567","messageType":"flashcall",'
+        b'"fallback":{"messageType":"transaction","text":"Your code is 1234"}}]'
+    )
+    assert Message.from_dict(json.loads(encode_batch([m]))[0]) == m
+
+
+_fragments = st.sampled_from(["%", "name=", "url=", "short_url=", "1", "0", "12", "9" * 16, "x", "\n", " ", "-"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_fragments, min_size=1, max_size=8).map("".join), min_size=1, max_size=3))
+def test_the_chunk_path_takes_no_text_the_full_checks_refuse_for_its_placeholders(texts: list[str]) -> None:
+    from cascade_async._models import convert_chunk
+
+    chunk = [base(id=f"m{i}", text=f"t{text}") for i, text in enumerate(texts)]
+    fast = convert_chunk(chunk)
+    if fast is None:
+        return  # declined: each then goes through the full checks
+    for item, message in zip(chunk, fast, strict=True):
+        assert Message.from_dict(item).to_dict() == message.to_dict()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import ssl
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from cascade_async import CascadeClient, Message, ProtocolError, Status, TransportError
+from cascade_async import CascadeClient, Message, ProtocolError, Result, Status, TransportError
 from cascade_async._transport import AiohttpTransport
 from cascade_async.sandbox import Sandbox
 
@@ -100,3 +102,57 @@ def test_default_cap_is_16_mib() -> None:
 def test_sandbox_binds_loopback_unless_told() -> None:
     assert Sandbox().host == "127.0.0.1"
     assert Sandbox(host="0.0.0.0").host == "0.0.0.0"
+
+
+MESSAGE = {"fromName": "Shop", "toPhone": "+380501234567", "messageType": "transaction", "text": "hi"}
+
+
+@pytest.fixture
+async def garbage_http() -> AsyncIterator[str]:
+    """A server whose answers are not HTTP at all (aiohttp keeps the request's headers on
+    the exception it raises for them)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: not-a-number\r\n\r\n[]")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.close()
+    await server.wait_closed()
+
+
+async def test_a_garbled_answer_leaves_no_credential_in_the_error_chain(garbage_http: str) -> None:
+    secret = "sk-live-do-not-leak-0123456789"
+    async with CascadeClient(api_key=secret, base_url=garbage_http, retry=None) as client:
+        results = [r async for r in client.stream([Message.from_dict({**MESSAGE, "id": "g1"})])]
+    assert_no_secret(results, secret)
+
+
+def assert_no_secret(results: list[Result], secret: str) -> None:
+    seen: list[BaseException] = []
+    for r in results:
+        exc: BaseException | None = r.error
+        while exc is not None and exc not in seen:
+            seen.append(exc)
+            exc = exc.__cause__ or exc.__context__
+    assert seen
+    for exc in seen:
+        text = repr(exc) + str(exc) + repr(vars(exc))
+        for value in vars(exc).values():
+            text += repr(getattr(value, "request_info", ""))
+        assert secret not in text
+
+
+async def test_no_exception_reachable_from_a_result_holds_the_credential() -> None:
+    secret = "sk-live-do-not-leak-0123456789"
+    faults = ["reset-early", "truncated", "lost", "malformed", "500"]
+    async with Sandbox(faults=faults) as sb, CascadeClient(api_key=secret, base_url=sb.url, retry=None) as client:
+        results = []
+        for i in range(len(faults)):
+            results += [r async for r in client.stream([Message.from_dict({**MESSAGE, "id": f"s{i}"})])]
+    assert len(results) == len(faults)
+    assert_no_secret(results, secret)

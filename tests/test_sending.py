@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -25,12 +26,7 @@ from cascade_async import (
     ValidationError,
 )
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted
-
-
-def make(transport: FakeTransport, **kw: Any) -> CascadeClient:
-    kw.setdefault("rate_limit", None)
-    return CascadeClient(api_key="k", transport=transport, **kw)
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted
 
 
 def accepted_with(status: int) -> Any:
@@ -242,3 +238,79 @@ def test_bad_request_errors_do_not_name_every_message_the_same() -> None:
     errs = [r.error for r in run_virtual(main())]
     assert all(isinstance(e, BadRequestError) for e in errs)
     assert [e.tracking_id for e in errs if isinstance(e, CascadeError)] == ["m1", "m2"]
+
+
+@pytest.mark.parametrize("status", [501, 505, 507, 599])
+def test_a_5xx_outside_the_table_is_a_failure_not_a_rejection(status: int) -> None:
+    t = FakeTransport(lambda m, n: error(status))
+
+    async def main() -> list[Result]:
+        async with make(t) as c:
+            return [r async for r in c.stream([msg(1)])]
+
+    (r,) = run_virtual(main())
+    assert r.status is Status.FAILED
+    assert len(t.calls) == 1
+
+
+def test_a_proxy_asking_for_its_own_credentials_stops_the_call() -> None:
+    t = FakeTransport(lambda m, n: error(407))
+
+    async def main() -> None:
+        async with make(t) as c:
+            with pytest.raises(EndpointError):
+                await c.send_many([msg(1)])
+
+    run_virtual(main())
+
+
+def test_isolation_never_spends_more_than_its_cap_even_when_halves_need_retries() -> None:
+    def respond(messages: list[dict[str, Any]], n: int) -> RawResponse:
+        if n == 1:
+            return error(400, "BAD", "text")
+        if n <= 7:
+            return error(503)
+        return ok_for(messages)
+
+    t = FakeTransport(respond)
+
+    async def main() -> list[Result]:
+        async with make(t, max_isolation_requests=2, retry=RetryPolicy(initial_wait=0.1)) as c:
+            return [r async for r in c.stream([msg(i) for i in range(8)])]
+
+    results = run_virtual(main())
+    assert len(results) == 8
+    assert len(t.calls) <= 1 + 2
+    assert all(r.status is Status.FAILED for r in results)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        pytest.param("text", "x\ud800", id="lone-surrogate-text"),
+        pytest.param("fromName", "Shop\udfff", id="lone-surrogate-sender"),
+        pytest.param("scheduledSent", "0001-01-01T00:00:00+01:00", id="schedule-out-of-range"),
+        pytest.param("ttl", 10**2000, id="ttl-beyond-int32"),
+        pytest.param("surveyOptions", [], id="empty-options-on-a-transaction"),
+    ],
+)
+def test_one_unusual_input_is_rejected_alone_and_costs_no_other_message(field: str, value: Any) -> None:
+    t = FakeTransport()
+    items = [msg(i) for i in range(3)] + [msg("odd", **{field: value})] + [msg(i) for i in range(3, 8)]
+
+    async def main(source: Any) -> list[Result]:
+        async with make(t, batch_size=5, max_batch_bytes=4096) as c:
+            return [r async for r in c.stream(source)]
+
+    async def from_async() -> Any:
+        for item in items:
+            yield item
+
+    for source in (items, from_async()):
+        results = run_virtual(main(source))
+        assert len(results) == 9
+        bad = [r for r in results if not r.ok]
+        assert [r.tracking_id for r in bad] == ["odd"]
+        assert bad[0].status is Status.REJECTED
+        assert isinstance(bad[0].error, ValidationError)
+    assert all(len(json.dumps(call[3])) <= 4096 for call in t.calls)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascade_async import (
+    ErrorCode,
     LocalIdAllocator,
     Message,
     Personalised,
@@ -22,9 +23,10 @@ from cascade_async import (
     VariableType,
     sms_segments,
 )
-from cascade_async._templates import MISSING_VARIABLE, _Job, _renderer
+from cascade_async._templates import _Job, _renderer
 
 PHONE = "+380501234567"
+MISSING = ErrorCode.MISSING_VARIABLE
 SHORT = VariableType.SHORT_URL
 
 
@@ -207,14 +209,14 @@ async def test_the_preview_counts_a_short_link_at_the_assumed_length() -> None:
 @pytest.mark.parametrize(
     ("row", "field", "code"),
     [
-        pytest.param({"link": "https://x.example/"}, "name", MISSING_VARIABLE, id="a missing column"),
-        pytest.param({"name": None, "link": "https://x.example/"}, "name", MISSING_VARIABLE, id="a null value"),
-        pytest.param({"name": "", "link": "https://x.example/"}, "name", MISSING_VARIABLE, id="an empty cell"),
-        pytest.param({"name": "  \t", "link": "https://x.example/"}, "name", MISSING_VARIABLE, id="a blank cell"),
-        pytest.param({"name": "Ann"}, "link", MISSING_VARIABLE, id="a missing url"),
-        pytest.param({"name": "Ann", "link": "  "}, "link", MISSING_VARIABLE, id="a blank url"),
-        pytest.param({"name": "Ann", "toPhone": ""}, "toPhone", MISSING_VARIABLE, id="an empty phone"),
-        pytest.param({"name": "Ann", "toPhone": None}, "toPhone", MISSING_VARIABLE, id="a null phone"),
+        pytest.param({"link": "https://x.example/"}, "name", MISSING, id="a missing column"),
+        pytest.param({"name": None, "link": "https://x.example/"}, "name", MISSING, id="a null value"),
+        pytest.param({"name": "", "link": "https://x.example/"}, "name", MISSING, id="an empty cell"),
+        pytest.param({"name": "  \t", "link": "https://x.example/"}, "name", MISSING, id="a blank cell"),
+        pytest.param({"name": "Ann"}, "link", MISSING, id="a missing url"),
+        pytest.param({"name": "Ann", "link": "  "}, "link", MISSING, id="a blank url"),
+        pytest.param({"name": "Ann", "toPhone": ""}, "toPhone", MISSING, id="an empty phone"),
+        pytest.param({"name": "Ann", "toPhone": None}, "toPhone", MISSING, id="a null phone"),
         pytest.param({"name": "Ann", "link": "ftp://x.example/"}, "link", "INVALID_FIELD", id="a non-http url"),
         pytest.param({"name": "Ann", "link": "x.example"}, "link", "INVALID_FIELD", id="a url without a scheme"),
         pytest.param({"name": "Ann", "link": 42}, "link", "INVALID_FIELD", id="a number for a url"),
@@ -378,3 +380,14 @@ def test_the_fast_path_renders_exactly_what_the_checked_path_does(
         assert (fast.error.field, fast.error.code) == (checked.error.field, checked.error.code)
     else:
         assert fast == checked
+
+
+async def test_a_readers_bad_line_in_a_rows_place_is_rejected_with_its_line_and_reason() -> None:
+    from cascade_async import BadLine, ValidationError
+
+    bad = BadLine(7, ValidationError("not valid JSON", field=None, tracking_id=None, code="UNPARSEABLE", line=7))
+    items = await collect(Template("Hi {name}"), [{"toPhone": PHONE, "name": "A"}, bad], id_prefix="f")
+    rejected = items[1]
+    assert isinstance(rejected, Rejected)
+    assert (rejected.tracking_id, rejected.error.line, rejected.error.code) == ("f-2", 7, "UNPARSEABLE")
+    assert "not valid JSON" in str(rejected.error)

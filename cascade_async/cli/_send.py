@@ -7,25 +7,31 @@ import contextlib
 import dataclasses
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 import click
 from rich.console import Console
 
-from .._admission import is_duplicate
+from .._admission import Admission, is_duplicate
 from .._client import CascadeClient
 from .._errors import AuthenticationError, EndpointError
-from .._inputs import FORMATS, BadLine, detect_format, read_messages
+from .._inputs import FORMATS, detect_format, read_messages
 from .._journal import Journal
+from .._models import Message, Result
 from .._outputs import ResultWriter, output_format
 from .._ratelimit import Priority, RateLimit
 from .._report import Tally
+from .._variables import Variable
 from ..sandbox import Sandbox
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles
+from ._preview import CostPreview
 from ._progress import Reporter
+from ._template_source import TemplateJob, template_job, template_options
 
 __all__ = ["send"]
+
+MAX_BATCH_BYTES = 1024 * 1024  # the client's default
 
 
 @dataclasses.dataclass
@@ -40,6 +46,7 @@ class Job:
     show_bar: bool
     journal_path: str | None
     resend_unknown: bool
+    template: TemplateJob | None = None
     priority: Priority = Priority.BULK
 
 
@@ -115,15 +122,23 @@ class Job:
     help="With --journal: also resend messages whose outcome is unknown (they may arrive twice).",
 )
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@template_options
 def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool | None, **options: Any) -> None:
-    """Send every message in FILE (JSONL, a JSON array, or CSV with wire-form columns; - for stdin)."""
+    """Send every message in FILE (JSONL, a JSON array, or CSV with wire-form columns; - for stdin).
+
+    With --template, FILE holds one recipient per row (CSV or JSONL): a phone column and the
+    template's fields.
+    """
     out, err = consoles()
+    template = template_job(file, options)
     with _opened(file) as stream, _writer(output) as writer:
         if fmt == "auto":
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
             fmt = detect_format("" if file == "-" else file, head)
+        if template and fmt not in ("csv", "jsonl"):
+            raise click.UsageError("--template reads CSV or JSONL rows (one recipient per row)")
         if dry_run:
-            code = asyncio.run(_dry_run(stream, fmt, writer, out))
+            code = asyncio.run(_dry_run(stream, fmt, writer, out, template))
         else:
             job = Job(
                 stream=stream,
@@ -136,6 +151,7 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
                 show_bar=err.is_terminal if progress is None else progress,
                 journal_path=options["journal_path"],
                 resend_unknown=options["resend_unknown"],
+                template=template,
                 priority=Priority(options["priority"]),
             )
             code = asyncio.run(run(job, out, err))
@@ -194,18 +210,34 @@ def _count_lines(path: str, fmt: str) -> int | None:
     return max(0, n - 1) if fmt == "csv" else n
 
 
-async def _dry_run(stream: IO[bytes], fmt: str, writer: ResultWriter | None, out: Console) -> int:
+async def _dry_run(
+    stream: IO[bytes], fmt: str, writer: ResultWriter | None, out: Console, template: TemplateJob | None = None
+) -> int:
+    """Admit every item as ``stream()`` would (same verdicts), send nothing, preview the cost."""
     good = bad = 0
-    async for item in read_messages(stream, fmt):
-        if isinstance(item, BadLine):
+    preview = CostPreview()
+    variables: tuple[Variable, ...] = ()
+
+    def note(messages: Sequence[Message], of_messages: Sequence[tuple[Variable, ...]]) -> None:
+        nonlocal variables
+        variables = of_messages[0]  # admit() tells of one message at a time
+
+    admission = Admission(dedupe=True, max_bytes=MAX_BATCH_BYTES, on_variables=note)
+    items = template.items(stream, fmt) if template else read_messages(stream, fmt)
+    async for item in items:
+        got = admission.admit(item)
+        if isinstance(got, Result):
             bad += 1
-            text = str(item.error)
-            out.print(text if item.error.line is not None else f"line {item.line}: {text}", markup=False)
+            out.print(str(got.error), markup=False)
             if writer:
-                writer.write_bad_line(item)
+                writer.write(got)
         else:
             good += 1
+            preview.add(got[0], variables)
+            variables = ()
     out.print(f"dry run: {good} valid, {bad} invalid; nothing was sent")
+    for line in preview.lines():
+        out.print(line, markup=False)
     return EXIT_OK if bad == 0 else EXIT_SOME_FAILED
 
 
@@ -237,7 +269,7 @@ async def run(job: Job, out: Console, err: Console) -> int:
         rejected: list[str] = []
         try:
             async with client:
-                source = read_messages(job.stream, job.fmt)
+                source = _source(job, journal)
                 results = (
                     journal.stream(client, source, resend_unknown=job.resend_unknown, priority=job.priority)
                     if journal
@@ -265,10 +297,18 @@ async def run(job: Job, out: Console, err: Console) -> int:
         for text in rejected:
             err.print(text, markup=False)
         out.print(f"Done. {reporter.line()}", markup=False)
+        if job.template:
+            job.template.finish()
         unknown = _journal_summary(journal, job, out) if journal else []
         if job.use_sandbox:
             out.print("(sandbox: nothing left this machine)")
         return EXIT_OK if tally.all_accepted and not unknown else EXIT_SOME_FAILED
+
+
+def _source(job: Job, journal: Journal | None) -> Any:
+    if job.template is None:
+        return read_messages(job.stream, job.fmt)
+    return job.template.source(job.stream, job.fmt, journal, job.resend_unknown)
 
 
 def _journal_summary(journal: Journal, job: Job, out: Console) -> list[str]:

@@ -20,6 +20,10 @@ then half the answer and a reset: mid-response),
 wrong shape), ``missing-ids`` (a 200 that leaves out the last message), ``dup-ids`` (a 200 that
 repeats an entry).
 
+``POST /api/items`` stores message variables per account (``sb.variables``); accepted texts are
+rendered as the recipient reads them (``renderedText``, short links ``https://sho.rt/...``), and a
+placeholder whose id was never uploaded is refused with 400 ``UNKNOWN_VARIABLE`` (``_variables``).
+
 Every sandbox also has an inbox: a live web page at ``/`` showing each message as the recipient
 would see it, a JSON API (``GET /sandbox/messages``, ``GET /sandbox/messages/wait``,
 ``DELETE /sandbox/messages``) and test helpers:

@@ -83,6 +83,14 @@ def check_message(m: Any, now: _dt.datetime) -> None:
             raise Reject(400, "INVALID_SURVEY", "surveyOptions needs 2 to 5 options", "surveyOptions")
         if isinstance(text, str) and len(text) > 85:
             raise Reject(400, "INVALID_SURVEY", "survey text is at most 85 characters", "text")
+    fallback = m.get("fallback")
+    if fallback is not None:
+        if kind != "flashcall":
+            raise Reject(400, "INVALID_FIELD", "fallback is only allowed on flashcall messages", "fallback")
+        if not isinstance(fallback, dict) or fallback.get("messageType") != "transaction":
+            raise Reject(400, "INVALID_FIELD", "fallback.messageType must be transaction", "fallback.messageType")
+        if not isinstance(fallback.get("text"), str) or not fallback["text"]:
+            raise Reject(400, "MISSING_FIELD", "fallback.text is required", "fallback.text")
     ttl = m.get("ttl")
     if ttl is not None and (type(ttl) is not int or ttl <= 0):
         raise Reject(400, "INVALID_TTL", "ttl must be a positive integer", "ttl")

@@ -210,7 +210,8 @@ class Inbox:
             phone = m["toPhone"]
             row = info.get(phone)
             if row is None:
-                preview = m.get("text") or ("Incoming call" if m["messageType"] == "flashcall" else "")
+                preview = m.get("renderedText") or m.get("text")
+                preview = preview or ("Incoming call" if m["messageType"] == "flashcall" else "")
                 row = info[phone] = [0, 0, 0, seq, batch.at, preview[:120]]
             row[0] += 1
             if seq > read.get(phone, -1):

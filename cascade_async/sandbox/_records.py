@@ -82,6 +82,7 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
             or q in mid
             or q in m["fromName"].casefold()
             or (isinstance(text, str) and q in text.casefold())
+            or q in m.get("renderedText", "").casefold()
         )
 
 
@@ -101,7 +102,7 @@ def message(seq: int, m: dict[str, Any], message_id: str, at: float, path: str) 
         from_name=m["fromName"],
         message_type=m["messageType"],
         text=text,
-        rendered_text=text,  # variables are not substituted yet
+        rendered_text=m.get("renderedText", text),  # placeholders substituted at acceptance
         survey_options=options if isinstance(options, list) else None,
         channel=CHANNELS[m["messageType"]],
         status="accepted",

@@ -22,6 +22,7 @@ from ._faults import FaultPlan, RateGate, drop
 from ._helpers import InboxHelpers
 from ._inbox import DEFAULT_MAX_AGE, DEFAULT_MAX_MESSAGES, Inbox
 from ._inbox_web import install_inbox
+from ._variables import VariableStore, account_of
 
 __all__ = ["Sandbox", "SandboxStats"]
 
@@ -102,6 +103,7 @@ class Sandbox(InboxHelpers):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.inbox = Inbox(max_messages=inbox_max_messages, max_age=inbox_max_age) if inbox else None
         self.allowed_hosts = frozenset({host, *allowed_hosts})
+        self.variables = VariableStore()  # POST /api/items, per account
 
     # --- control --------------------------------------------------------------------
 
@@ -119,6 +121,7 @@ class Sandbox(InboxHelpers):
         self.route_counts.clear()
         self._requests = self._accepted_requests = self._accepted_messages = 0
         self._statuses.clear()
+        self.variables.clear()
 
     def stats(self) -> SandboxStats:
         counts = self.counts
@@ -143,6 +146,7 @@ class Sandbox(InboxHelpers):
         app = web.Application(client_max_size=64 * 1024 * 1024)
         for route in Route:
             app.router.add_post(route.value, self._handle)
+        app.router.add_post("/api/items", self._handle_items)
         app.router.add_get("/sandbox/stats", self._handle_stats)
         app.router.add_post("/sandbox/reset", self._handle_reset)
         if self.inbox is not None:
@@ -231,7 +235,7 @@ class Sandbox(InboxHelpers):
         messages: Any = None
         try:
             messages = decode_batch(request.content_type, body)
-            self._check_messages(messages)
+            self._check_messages(messages, account_of(request.headers))
         except Reject as r:
             return self._refuse(r, request, body, messages)
         # Accepted from here on: the provider has the messages whatever happens to the answer.
@@ -258,11 +262,12 @@ class Sandbox(InboxHelpers):
             acks.append(dict(acks[0], messageId=str(uuid.uuid4())))
         return web.Response(body=_encode.encode(acks), content_type="application/json")
 
-    def _check_messages(self, messages: list[Any]) -> None:
+    def _check_messages(self, messages: list[Any], account: str) -> None:
         now = _dt.datetime.now(_dt.UTC)
         for i, m in enumerate(messages):
             try:
                 check_message(m, now)
+                self.variables.render(account, m)
                 if m["fromName"] in self.reject_senders:
                     raise Reject(400, "SENDER_NOT_ALLOWED", "sender name is not registered", "fromName")
                 if self.reject_prefixes and m["toPhone"].startswith(self.reject_prefixes):
@@ -270,6 +275,32 @@ class Sandbox(InboxHelpers):
             except Reject as r:
                 r.index = i
                 raise
+
+    async def _handle_items(self, request: web.Request) -> web.StreamResponse:
+        """``POST /api/items``: auth, latency, the rate gate and faults as for messages, then store."""
+        self.route_counts[request.path] += 1
+        fault = self._faults.next()
+        body = await request.read()
+        latency = self.latency
+        delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+        if delay:
+            await asyncio.sleep(delay)
+        name = fault.partition(":")[0]
+        if name in ("reset", "reset-early", "lost"):
+            drop(request)
+            raise asyncio.CancelledError
+        try:
+            check_auth(request.headers, self.api_keys)
+            if self._gate.over() or name == "429":
+                return _error(429, "RATE_LIMITED", "Too many requests", **{"Retry-After": "1"})
+            if name in ("500", "502", "503", "504"):
+                return _error(int(name), "SERVER_ERROR", f"injected {name}")
+            if request.content_type != "application/json":
+                raise Reject(415, "UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+            stored = self.variables.store(account_of(request.headers), body)
+        except Reject as r:
+            return self._refuse(r, request, body, None)
+        return web.json_response({"stored": stored})
 
     def _refuse(self, r: Reject, request: web.Request, body: bytes, messages: Any) -> web.Response:
         if self.inbox is not None:

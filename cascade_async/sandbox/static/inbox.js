@@ -276,7 +276,9 @@
 
   function matches(m, q) {
     const needle = q.toLowerCase();
-    return [m.toPhone, m.trackingId, m.messageId, m.fromName, m.text || ""].some((v) => v.toLowerCase().includes(needle));
+    return [m.toPhone, m.trackingId, m.messageId, m.fromName, m.text || "", m.renderedText || ""].some((v) =>
+      v.toLowerCase().includes(needle),
+    );
   }
 
   async function search(q) {
@@ -323,7 +325,7 @@
       t.messages += 1;
       t.lastSeq = m.seq;
       t.lastAt = m.receivedAt;
-      t.preview = (m.messageType === "flashcall" ? "Incoming call" : m.text || "").slice(0, 120);
+      t.preview = (m.messageType === "flashcall" ? "Incoming call" : m.renderedText || m.text || "").slice(0, 120);
       if (m.toPhone === state.open) openItems.push([m.seq, messageItem(m, false)]);
       else t.unread += 1;
       if (state.query && matches(m, state.query)) {
