@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from cascade_async import BatchSent, CascadeClient, Event, Message, MessageType
+from cascade_async import BatchSent, CascadeClient, Event, Message, MessageType, RateLimit
 
 INTERVAL = 0.15
 
@@ -48,7 +48,10 @@ async def main(mode: str, url: str, start: float, end: float, batch: int) -> dic
 
     out: dict[str, Any] = {"latencies": []}
     prefix = f"{mode[0]}{os.getpid()}"
-    async with CascadeClient(base_url=url, batch_size=batch, on_event=hook) as client:
+    options: dict[str, Any] = {}
+    if reserve := os.environ.get("BENCH_RESERVE"):  # the trade-off runs: the shared limit with another reserve
+        options["rate_limit"] = RateLimit(redis_url=os.environ["CASCADE_REDIS_URL"], interactive_reserve=int(reserve))
+    async with CascadeClient(base_url=url, batch_size=batch, on_event=hook, **options) as client:
         await client.send(message(prefix + "warm", 0))  # connect, load the script: not measured
         await asyncio.sleep(max(0.0, start - time.time()))
         cpu0 = time.process_time()

@@ -1,6 +1,7 @@
 """Many processes, one account: K bulk processes plus one interactive process against one server limit.
 
     python benchmarks/multi_process.py [--duration 20] [--k 1,2,4,8] [--redis-url redis://...]
+    python benchmarks/multi_process.py --modes "" --reserves 0,15,50     # the interactive_reserve trade-off
 
 The sandbox runs in this process with the provider's limit: 100 requests per second, burst 150, 20 ms per
 request. For each K, K processes ``send_many`` batches of 100 for ``--duration`` seconds while a fifth
@@ -80,7 +81,9 @@ async def child(mode: str, url: str, start: float, end: float, env: dict[str, st
     return result
 
 
-async def run(sb: Sandbox, r: redis.Redis, redis_url: str, shared: bool, k: int, duration: float) -> dict[str, Any]:
+async def run(
+    sb: Sandbox, r: redis.Redis, redis_url: str, shared: bool, k: int, duration: float, reserve: int | None = None
+) -> dict[str, Any]:
     sb.reset()
     r.flushall()
     r.config_resetstat()
@@ -88,6 +91,8 @@ async def run(sb: Sandbox, r: redis.Redis, redis_url: str, shared: bool, k: int,
     env["CASCADE_API_KEY"] = SECRET
     if shared:
         env["CASCADE_REDIS_URL"] = redis_url
+    if reserve is not None:
+        env["BENCH_RESERVE"] = str(reserve)
     start = time.time() + 3.0 + 0.4 * k  # every process started, connected and warm
     end = start + duration
     offset = time.monotonic() - time.time()
@@ -100,7 +105,7 @@ async def run(sb: Sandbox, r: redis.Redis, redis_url: str, shared: bool, k: int,
     requests = sum(c["requests"] for c in [*bulk, interactive])
     lat = interactive["latencies"]
     return {
-        "mode": "shared" if shared else "local",
+        "mode": ("shared" if shared else "per process") + ("" if reserve is None else f", reserve {reserve}"),
         "k": k,
         "req_per_s": (len(window) - throttled) / duration,
         "sustained_per_s": sum(1 for t in window if t >= start + offset + 2.0) / (duration - 2.0),
@@ -142,6 +147,8 @@ async def main() -> None:
     parser.add_argument("--k", default="1,2,4,8")
     parser.add_argument("--modes", default="local,shared")
     parser.add_argument("--redis-url")
+    parser.add_argument("--reserves", default="", help="e.g. 0,15,50: shared runs at --reserve-k with these reserves")
+    parser.add_argument("--reserve-k", type=int, default=4)
     parser.add_argument("--json", default=os.path.join(HERE, "results", "multi_process.json"))
     args = parser.parse_args()
     ks = [int(x) for x in args.k.split(",")]
@@ -162,10 +169,13 @@ async def main() -> None:
         async with Sandbox(rate_limit=LIMIT, rate_burst=BURST, latency=LATENCY, inbox=False) as sb:
             rows.append(await run(sb, r, url, True, 0, args.duration))
             print(table(rows[-1:]), flush=True)
-            for mode in args.modes.split(","):
+            for mode in filter(None, args.modes.split(",")):
                 for k in ks:
                     rows.append(await run(sb, r, url, mode == "shared", k, args.duration))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
+            for reserve in (int(x) for x in args.reserves.split(",") if x):
+                rows.append(await run(sb, r, url, True, args.reserve_k, args.duration, reserve))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
     finally:
         r.close()
         if server is not None:

@@ -145,7 +145,9 @@ def test_processes_on_one_account_share_the_server_limit(fresh: RedisServer, tmp
         assert throttled > 10
         return
     assert throttled <= 2  # 0 expected; a scheduling hiccup on a busy machine may cost one
-    assert busiest_second(times, skip=1.5) <= 101  # after the burst of 150, at the rate
+    # after the burst of 150, at the rate: 99 acquisitions a second, plus the arrival jitter of four processes
+    # on a busy machine (per-process limiters show 160 and more here)
+    assert busiest_second(times, skip=1.5) <= 105
     # and nothing about the account in Redis reveals its credential
     with redis.Redis.from_url(fresh.url) as r:
         keys = [k.decode() for k in r.keys("*")]
