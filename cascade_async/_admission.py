@@ -75,6 +75,8 @@ class Admission:
                 msg = Message.from_dict(item.message)
             elif isinstance(item, Rejected):
                 return self._refuse(item.error, item)
+            elif isinstance(item, Result):
+                return item  # decided before admission (a journal's answer for a resumed job)
             else:
                 raise ValidationError(
                     f"input #{index} is a {type(item).__name__}, not a Message, a mapping or a template item",

@@ -13,7 +13,9 @@ The tree::
     ├── TransportError           connection failures
     │   └── TimeoutError         (also builtins.TimeoutError) no answer in time
     ├── ProtocolError            a 2xx whose body is not the documented shape
-    └── ClientClosedError        (also RuntimeError) the client or stream was closed
+    ├── ClientClosedError        (also RuntimeError) the client or stream was closed
+    └── JournalError             a journal that cannot be used (a newer schema, not a journal)
+        └── JournalLockedError   another process is sending with this journal
 
 ``outcome_unknown`` is true when the request may have reached the provider and been
 accepted although no confirmation came back (a lost response, a malformed 200, a gateway
@@ -42,6 +44,8 @@ __all__ = [
     "ClientClosedError",
     "EndpointError",
     "ErrorCode",
+    "JournalError",
+    "JournalLockedError",
     "ProtocolError",
     "RateLimitError",
     "ServerError",
@@ -212,6 +216,14 @@ class ProtocolError(CascadeError):
 
 class ClientClosedError(CascadeError, RuntimeError):
     """The client (or the stream) was closed: nothing more is sent through it."""
+
+
+class JournalError(CascadeError):
+    """A journal that cannot be used as it is: written by a newer version, or not a journal."""
+
+
+class JournalLockedError(JournalError):
+    """Another process holds the journal's sender lock: a second sender would send twice."""
 
 
 # --- how each status is read: the one table ---------------------------------------------

@@ -360,6 +360,8 @@ class Result(msgspec.Struct, frozen=True, gc=False):
     message_id: str | None = None
     error: CascadeError | None = None
     attempts: int = 0
+    #: Settled (or left unknown) by an earlier run of a journaled job; nothing was sent for it now.
+    from_journal: bool = False
 
     @property
     def ok(self) -> bool:
@@ -374,6 +376,8 @@ class Result(msgspec.Struct, frozen=True, gc=False):
         extra = f", message_id={self.message_id!r}" if self.message_id else ""
         if self.error is not None:
             extra += f", error={type(self.error).__name__}({str(self.error)!r})"
+        if self.from_journal:
+            extra += ", from_journal=True"
         return f"Result({self.tracking_id!r}, {self.status.name}{extra}, attempts={self.attempts})"
 
 

@@ -143,6 +143,9 @@ class BatchSender:
         self._rng = rng or random.Random()
         #: Set by the client's ``aclose``: no request leaves after it.
         self.closed = False
+        #: The wrong-endpoint or credentials error that stopped a call: every request of this
+        #: client (one URL, one set of credentials) meets it, those in flight with it included.
+        self.stopped_by: CascadeError | None = None
 
     async def post(
         self, batch: Sequence[Message], body: bytes, route: Route, attempt: int, priority: Priority = Priority.BULK
@@ -230,6 +233,7 @@ class BatchSender:
                         return sending.abandoned()
                     results = answer
         except _STOPPING as exc:
+            self.stopped_by = exc
             raise StopCall(exc) from exc
         except CascadeError as exc:
             state.gave_up = stop.reason
@@ -326,6 +330,11 @@ class BatchSender:
             state.started = asyncio.get_running_loop().time()
         try:
             return await self._request(batch, body, route, state.count)
+        except asyncio.CancelledError:
+            if recorder is not None and not state.unknown and self.stopped_by is not None:
+                # Cancelled because another batch met a wrong endpoint: so did this one.
+                _record_quietly(recorder.not_sent, batch)
+            raise
         except CascadeError as exc:
             if exc.outcome_unknown:
                 state.unknown = True
@@ -445,6 +454,13 @@ def _record(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message])
         hook(batch)
     except Exception as exc:
         raise StopCall(exc) from exc
+
+
+def _record_quietly(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message]) -> None:
+    try:
+        hook(batch)
+    except Exception:
+        logger.exception("the recorder failed while the call was stopping")
 
 
 def _certainly_not_sent(exc: CascadeError) -> bool:

@@ -32,6 +32,7 @@ class _Accepted(
         "status": "cascade-async:status",
         "error": "cascade-async:error",
         "attempts": "cascade-async:attempts",
+        "from_journal": "cascade-async:from_journal",
     },
 ):
     tracking_id: str

@@ -42,9 +42,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if FAULT_TABLE:
         terminalreporter.section("fault injection over real sockets")
         format_table(FAULT_TABLE, terminalreporter.write_line)
-    from .test_journal import KILL_TABLE
+    from .test_journal_processes import KILL_TABLE
 
     if KILL_TABLE:
-        terminalreporter.section("kill -9 in the middle of a journaled job, then resume")
-        for key, value in KILL_TABLE.items():
-            terminalreporter.write_line(f"{key}: {value}")
+        terminalreporter.section("kill -9 during a journaled job, then resume")
+        for scenario, numbers in KILL_TABLE.items():
+            terminalreporter.write_line(f"{scenario}:")
+            for key, value in numbers.items():
+                terminalreporter.write_line(f"    {key}: {value}")

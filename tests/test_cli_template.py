@@ -85,7 +85,7 @@ def test_a_journaled_template_job_resumes_with_its_ids_and_sends_nothing_twice(t
     contacts(src, 25)  # five more rows
     p = send(src, server, "--journal", str(journal))
     assert p.returncode == 0, text(p)
-    assert "skipped 20 already settled" in text(p)
+    assert "20 settled by an earlier run" in text(p)
     assert server.stats().max_count == 1
     later = {m["id"]: m["text"] for m in server.accepted[20:]}
     assert sorted(later) == [f"c-{n}" for n in range(21, 26)]

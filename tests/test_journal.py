@@ -1,24 +1,28 @@
-"""Resumable jobs: the SQLite journal, in the library, the CLI, and across a kill -9."""
+"""Resumable jobs, in the library: honest states, job identity, one Result per input, flat memory."""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
+import asyncio
 import sqlite3
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from cascade_async import CascadeClient, Journal, RetryPolicy, Status
-from cascade_async.sandbox import Sandbox, sandbox_process
+from cascade_async import (
+    AuthenticationError,
+    CascadeClient,
+    EndpointError,
+    Event,
+    Journal,
+    RetryPolicy,
+    RetryScheduled,
+    Status,
+)
+from cascade_async.sandbox import Sandbox
 
-from .test_cli import SECRET, run, text, wire, write_jsonl
+from .support import FakeTransport, error, msg, run_virtual, scripted
+from .test_cli import wire
 
 
 def job(n: int) -> list[dict[str, Any]]:
@@ -31,10 +35,20 @@ async def run_once(sb: Sandbox, journal: Journal, source: list[dict[str, Any]], 
         api_key="k", base_url=sb.url, batch_size=20, max_in_flight=1, rate_limit=None, retry=RetryPolicy(max_attempts=1)
     ) as c:
         results = [r async for r in journal.stream(c, source, **kw)]
-    return {"results": results, "sent": {r.tracking_id for r in results}}
+    return {
+        "results": results,
+        "sent": {r.tracking_id for r in results if not r.from_journal and r.attempts},
+        "by_id": {r.tracking_id: r for r in results},
+    }
 
 
-async def test_a_second_run_sends_only_what_is_left(tmp_path: Path) -> None:
+def fake_client(transport: FakeTransport, **kw: Any) -> CascadeClient:
+    options: dict[str, Any] = {"batch_size": 10, "max_in_flight": 1, "rate_limit": None}
+    options.update(kw)
+    return CascadeClient(api_key="k", transport=transport, **options)
+
+
+async def test_a_second_run_sends_only_what_is_left_and_gives_every_input_a_result(tmp_path: Path) -> None:
     source = job(200)
     db = str(tmp_path / "job.db")
     async with Sandbox(reject_prefixes=["+7"], faults=["500", "ok", "lost", "ok", "503"]) as sb:
@@ -54,6 +68,16 @@ async def test_a_second_run_sends_only_what_is_left(tmp_path: Path) -> None:
             assert journal.counts()["failed"] == 20  # only the unknown ones remain open
         # the certain failures (the 500 and 503 batches) are resent, the unknown ones are not
         assert second["sent"] == {f"c{i}" for i in [*range(0, 20), *range(80, 100)]}
+        assert [r.tracking_id for r in second["results"]].sort() == [m["id"] for m in source].sort()
+        assert len(second["results"]) == 200
+        lost = second["by_id"]["c45"]
+        assert (lost.status, lost.outcome_unknown, lost.from_journal) == (Status.FAILED, True, True)
+        earlier = second["by_id"]["c30"]
+        assert (earlier.status, earlier.from_journal, earlier.message_id is not None) == (Status.ACCEPTED, True, True)
+        refused = second["by_id"]["c102"]
+        assert (refused.status, refused.from_journal) == (Status.REJECTED, True)
+        assert refused.error is not None
+        assert refused.error.code == first["by_id"]["c102"].error.code
 
         with Journal(db) as journal:
             third = await run_once(sb, journal, source, resend_unknown=True)
@@ -65,116 +89,107 @@ async def test_a_second_run_sends_only_what_is_left(tmp_path: Path) -> None:
     assert stats.duplicated_ids == 20  # the lost batch, resent on request
 
 
-async def test_repeated_ids_do_not_overwrite_the_first_occurrence(tmp_path: Path) -> None:
-    async with Sandbox() as sb:
+async def test_a_recorded_rejection_comes_back_as_the_same_error(tmp_path: Path) -> None:
+    async with Sandbox(reject_prefixes=["+7"]) as sb:
         with Journal(str(tmp_path / "j.db")) as journal:
-            await run_once(sb, journal, [wire(1), wire(1, text="again")])
-            assert journal.status("c1") == "accepted"
+            first = (await run_once(sb, journal, [wire(1, toPhone="+79161234567")]))["results"][0]
+        with Journal(str(tmp_path / "j.db")) as journal:
+            again = (await run_once(sb, journal, [wire(1, toPhone="+79161234567")]))["results"][0]
+    assert again.from_journal
+    assert not first.from_journal
+    assert type(again.error) is type(first.error)
+    assert str(again.error) == str(first.error)
+    assert again.error is not None
+    assert first.error is not None
+    assert (again.error.code, getattr(again.error, "status", None)) == (first.error.code, 400)
 
 
-async def test_a_journal_that_cannot_write_stops_the_job(tmp_path: Path) -> None:
+# --- honest states -----------------------------------------------------------------------------------
+
+
+def test_a_batch_stopped_in_its_backoff_after_a_503_goes_back_to_not_sent_and_the_next_run_sends_it(
+    tmp_path: Path,
+) -> None:
     db = str(tmp_path / "j.db")
-    async with Sandbox() as sb:
-        journal = Journal(db)
-        journal._db.execute("DROP TABLE outcomes")
-        with pytest.raises(sqlite3.Error):
-            await run_once(sb, journal, job(50))
-        journal.close()
+
+    async def main() -> None:
+        seen: list[dict[str, int]] = []
+        backing_off = asyncio.Event()
+
+        def hook(event: Event) -> None:
+            if isinstance(event, RetryScheduled):
+                seen.append(journal.counts())
+                backing_off.set()
+
+        with Journal(db) as journal:
+            async with fake_client(scripted(error(503)), on_event=hook) as c:
+                stream = journal.stream(c, [msg(i) for i in range(10)])
+                consumer = asyncio.ensure_future(anext(stream.batches()))
+                await backing_off.wait()
+                consumer.cancel()
+                await stream.aclose()
+            assert seen == [{"not_sent": 10}]  # during the backoff
+            assert journal.counts() == {"not_sent": 10}
+            assert journal.unknown() == []
+        transport = scripted()
+        with Journal(db) as journal:
+            async with fake_client(transport) as c:
+                results = [r async for r in journal.stream(c, [msg(i) for i in range(10)])]
+            assert journal.counts() == {"accepted": 10}
+        assert [r.status for r in results] == [Status.ACCEPTED] * 10
+        assert len(transport.calls) == 1
+
+    run_virtual(main())
 
 
-def test_cli_journal_rerun(tmp_path: Path) -> None:
-    src = write_jsonl(tmp_path / "m.jsonl", [wire(i) for i in range(120)])
-    db = tmp_path / "job.db"
-    p1 = run("send", str(src), "--sandbox", "--sandbox-latency", "0", "--journal", str(db), "--batch-size", "50")
-    assert p1.returncode == 0, text(p1)
-    p2 = run("send", str(src), "--sandbox", "--sandbox-latency", "0", "--journal", str(db))
-    assert p2.returncode == 0, text(p2)
-    assert "skipped 120 already settled" in text(p2)
-    assert "0 done: 0 accepted" not in text(p1)
+@pytest.mark.parametrize(
+    ("first_answer", "stops_with"),
+    [
+        pytest.param(error(404), EndpointError, id="404-a-wrong-url"),
+        pytest.param(error(405), EndpointError, id="405-a-proxy"),
+        pytest.param(error(301), EndpointError, id="301-a-redirect"),
+        pytest.param(error(401), AuthenticationError, id="401-wrong-credentials"),
+    ],
+)
+def test_a_configuration_error_settles_nothing_and_the_fixed_rerun_sends_everything(
+    tmp_path: Path, first_answer: Any, stops_with: type[Exception]
+) -> None:
+    db = str(tmp_path / "j.db")
+    source = [msg(i) for i in range(20)]
+
+    async def main() -> None:
+        with Journal(db) as journal:
+            async with fake_client(scripted(first_answer)) as c:
+                with pytest.raises(stops_with):
+                    [r async for r in journal.stream(c, source)]
+            assert journal.counts() == {"not_sent": 10, "new": 10}
+        transport = scripted()
+        with Journal(db) as journal:
+            async with fake_client(transport) as c:
+                results = [r async for r in journal.stream(c, source)]
+            assert journal.counts() == {"accepted": 20}
+        assert sum(r.status is Status.ACCEPTED and not r.from_journal for r in results) == 20
+        assert sum(len(call[3]) for call in transport.calls) == 20
+
+    run_virtual(main())
 
 
-# --- kill -9 in the middle of a 50,000-message job ----------------------------------------------
+def test_attempts_and_the_last_error_are_recorded(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
 
-KILL_N = 50_000
+    async def main() -> None:
+        with Journal(db) as journal:
+            async with fake_client(scripted(error(503), error(503)), retry=RetryPolicy(max_attempts=2)) as c:
+                results = [r async for r in journal.stream(c, [msg(i) for i in range(10)])]
+            assert {r.status for r in results} == {Status.FAILED}
+            assert journal.counts() == {"failed": 10}
+            last = journal.last_error()
+            assert last is not None
+            assert "HTTP 503" in last[1]
+            row = journal._db.execute("SELECT attempts, unknown FROM outcomes WHERE tracking_id = 'm3'").fetchone()
+            assert row == (2, 0)
 
-
-@pytest.fixture
-def standalone_sandbox() -> Iterator[str]:
-    # answers take 0.3 s, so that a few requests are always on the wire when the kill comes
-    with sandbox_process("--latency", "0.3") as url:
-        yield url
-
-
-def stats(url: str) -> dict[str, Any]:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/sandbox/stats", timeout=5) as resp:
-        return dict(json.load(resp))
-
-
-KILL_TABLE: dict[str, Any] = {}
-
-
-def test_kill_minus_9_then_resume(tmp_path: Path, standalone_sandbox: str) -> None:
-    url = standalone_sandbox
-    src = write_jsonl(tmp_path / "big.jsonl", [wire(i) for i in range(KILL_N)])
-    db = tmp_path / "job.db"
-    args = [
-        "send",
-        str(src),
-        "--base-url",
-        url,
-        "--api-key",
-        SECRET,
-        "--journal",
-        str(db),
-        "--rate",  # slow enough (a burst of 15 requests, then 10 a second) to be killed mid-job anywhere
-        "10",
-        "--batch-size",
-        "500",
-        "--max-in-flight",
-        "8",
-        "--no-progress",
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "CASCADE_API_KEY"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cascade_async.cli", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while stats(url)["accepted_messages"] < KILL_N * 0.4:  # well into the job
-        assert proc.poll() is None, "the job finished before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    before = stats(url)
-    assert before["unique_ids"] < KILL_N
-    with Journal(str(db)) as journal:
-        in_flight_at_kill = len(journal.unknown())
-        settled = journal.counts().get("accepted", 0)
-    assert in_flight_at_kill <= 8 * 500
-
-    resumed = run(*args, "--resend-unknown", "--rate", "200")
-    assert resumed.returncode == 0, text(resumed)
-    after = stats(url)
-    assert after["unique_ids"] == KILL_N  # every message accepted, none lost
-    duplicates = after["accepted_messages"] - KILL_N
-    assert duplicates <= in_flight_at_kill
-    with Journal(str(db)) as journal:
-        assert journal.counts() == {"accepted": KILL_N}
-    KILL_TABLE.update(
-        {
-            "messages": KILL_N,
-            "accepted before the kill (server)": before["unique_ids"],
-            "settled in the journal at the kill": settled,
-            "in flight at the kill (unknown)": in_flight_at_kill,
-            "duplicates at the sandbox after resuming": duplicates,
-        }
-    )
-    assert Status.ACCEPTED.value == "accepted"
+    run_virtual(main())
 
 
 async def test_batches_waiting_for_the_rate_limiter_are_not_marked_sent(tmp_path: Path) -> None:
@@ -194,6 +209,52 @@ async def test_batches_waiting_for_the_rate_limiter_are_not_marked_sent(tmp_path
             ):
                 async for _ in results:
                     break  # one batch went out; three more wait for the limiter
-            assert journal.counts() == {"accepted": 10}
+            assert journal.counts() == {"accepted": 10, "new": 90}  # read, never sent
             assert journal.unknown() == []
         assert sb.stats().requests == 1
+
+
+async def test_a_journal_that_cannot_write_stops_the_job(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    async with Sandbox() as sb:
+        journal = Journal(db)
+        journal._db.execute("DROP TABLE outcomes")
+        with pytest.raises(sqlite3.Error):
+            await run_once(sb, journal, job(50))
+        journal.close()
+
+
+def test_send_many_through_a_journal_reports_every_input_in_input_order(tmp_path: Path) -> None:
+    db = str(tmp_path / "j.db")
+    source = [msg(i) for i in range(25)]
+    source[12] = msg(3)  # a repeat
+
+    async def main() -> None:
+        with Journal(db) as journal:
+            async with fake_client(scripted(error(503)), retry=RetryPolicy(max_attempts=1)) as c:
+                first = await journal.send_many(c, source)
+        assert list(first) == [m["id"] for m in source if m is not source[12]]
+        assert len(first.duplicates) == 1
+        assert first.count(Status.FAILED) == 10  # the first batch met a 503
+        with Journal(db) as journal:
+            async with fake_client(scripted()) as c:
+                second = await journal.send_many(c, source)
+        assert list(second) == list(first)
+        assert second.count(Status.ACCEPTED) == 24
+        assert sum(r.from_journal for r in second.values()) == 14
+
+    run_virtual(main())
+
+
+async def test_the_journal_command_lists_the_unknown_ids_first_n_and_counts_every_state(tmp_path: Path) -> None:
+    from .test_cli import run, text
+
+    db = str(tmp_path / "job.db")
+    async with Sandbox(faults=["ok", "lost"]) as sb:
+        with Journal(db) as journal:
+            await run_once(sb, journal, [wire(i) for i in range(40)], input_name="/data/job.jsonl")
+    p = await asyncio.to_thread(run, "journal", db, "--show", "2")
+    assert p.returncode == 0, text(p)
+    assert "new 0, pending 0, not_sent 0, accepted 20, rejected 0, failed 20" in text(p)
+    assert "unknown outcome: 20: c20, c21 ..." in text(p)
+    assert "input /data/job.jsonl; 40 messages, fingerprint " in text(p)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from ._journal_cmd import journal_command
 from ._sandbox import sandbox_command
 from ._send import send
 
@@ -18,3 +19,4 @@ def cli() -> None:
 
 cli.add_command(send)
 cli.add_command(sandbox_command)
+cli.add_command(journal_command)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from .._admission import Admission, is_duplicate
 from .._client import CascadeClient
-from .._errors import AuthenticationError, EndpointError
+from .._errors import AuthenticationError, EndpointError, JournalError
 from .._inputs import FORMATS, detect_format, read_messages
 from .._journal import Journal
 from .._models import Message, Result
@@ -46,6 +47,9 @@ class Job:
     show_bar: bool
     journal_path: str | None
     resend_unknown: bool
+    journal: Journal | None = None
+    allow_changes: bool = False
+    input_name: str | None = None
     template: TemplateJob | None = None
     priority: Priority = Priority.BULK
 
@@ -121,6 +125,18 @@ class Job:
     is_flag=True,
     help="With --journal: also resend messages whose outcome is unknown (they may arrive twice).",
 )
+@click.option(
+    "--allow-changes",
+    is_flag=True,
+    help="With --journal: send the new content of a message an earlier run may have delivered with other content.",
+)
+@click.option(
+    "--synchronous",
+    type=click.Choice(["full", "normal"]),
+    default="full",
+    show_default=True,
+    help="With --journal: full survives power loss; normal survives a killed process, and is faster.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @template_options
 def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool | None, **options: Any) -> None:
@@ -131,7 +147,13 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
     """
     out, err = consoles()
     template = template_job(file, options)
-    with _opened(file) as stream, _writer(output) as writer:
+    try:
+        # Before --output is opened: a second sender must not truncate the first one's output.
+        journal = _open_journal(options) if not dry_run else None
+    except (JournalError, sqlite3.Error, OSError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_USAGE)
+    with _closing(journal), _opened(file) as stream, _writer(output) as writer:
         if fmt == "auto":
             head = stream.peek(64)[:64] if hasattr(stream, "peek") else b""
             fmt = detect_format("" if file == "-" else file, head)
@@ -151,11 +173,28 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
                 show_bar=err.is_terminal if progress is None else progress,
                 journal_path=options["journal_path"],
                 resend_unknown=options["resend_unknown"],
+                journal=journal,
+                allow_changes=options["allow_changes"],
+                input_name="-" if file == "-" else os.path.abspath(file),
                 template=template,
                 priority=Priority(options["priority"]),
             )
             code = asyncio.run(run(job, out, err))
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def _closing(journal: Journal | None) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if journal is not None:
+            journal.close()  # releases the sender lock
+
+
+def _open_journal(options: dict[str, Any]) -> Journal | None:
+    path = options["journal_path"]
+    return Journal(path, synchronous=options["synchronous"]) if path else None
 
 
 def _client_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -260,8 +299,7 @@ async def run(job: Job, out: Console, err: Console) -> int:
     async with _target(job, err) as options:
         try:
             client = CascadeClient(**options)
-            journal = Journal(job.journal_path) if job.journal_path else None
-        except (ValueError, ImportError, sqlite3.Error) as exc:
+        except (ValueError, ImportError) as exc:
             err.print(f"error: {exc}", markup=False)
             return EXIT_USAGE
         tally = Tally()
@@ -269,12 +307,8 @@ async def run(job: Job, out: Console, err: Console) -> int:
         rejected: list[str] = []
         try:
             async with client:
-                source = _source(job, journal)
-                results = (
-                    journal.stream(client, source, resend_unknown=job.resend_unknown, priority=job.priority)
-                    if journal
-                    else client.stream(source, priority=job.priority)
-                )
+                source = _source(job)
+                results = _stream(job, client, source)
                 async with results:
                     reporter.start()
                     async for batch in results.batches():
@@ -299,28 +333,43 @@ async def run(job: Job, out: Console, err: Console) -> int:
         out.print(f"Done. {reporter.line()}", markup=False)
         if job.template:
             job.template.finish()
-        unknown = _journal_summary(journal, job, out) if journal else []
+        unknown = _journal_summary(job.journal, job, out, err) if job.journal else []
         if job.use_sandbox:
             out.print("(sandbox: nothing left this machine)")
         return EXIT_OK if tally.all_accepted and not unknown else EXIT_SOME_FAILED
 
 
-def _source(job: Job, journal: Journal | None) -> Any:
+def _source(job: Job) -> Any:
     if job.template is None:
         return read_messages(job.stream, job.fmt)
-    return job.template.source(job.stream, job.fmt, journal, job.resend_unknown)
+    return job.template.source(job.stream, job.fmt, job.journal)
 
 
-def _journal_summary(journal: Journal, job: Job, out: Console) -> list[str]:
-    unknown = journal.unknown()
+def _stream(job: Job, client: CascadeClient, source: Any) -> Any:
+    if job.journal is None:
+        return client.stream(source, priority=job.priority)
+    return job.journal.stream(
+        client,
+        source,
+        resend_unknown=job.resend_unknown,
+        allow_changes=job.allow_changes,
+        input_name=job.input_name,
+        priority=job.priority,
+    )
+
+
+def _journal_summary(journal: Journal, job: Job, out: Console, err: Console) -> list[str]:
+    if (warning := journal.changed_warning()) is not None:
+        err.print(f"warning: {warning}", markup=False)
+    unknown = journal.unknown(limit=10)
+    total = journal.count_unknown()
     note = "" if job.resend_unknown else " (not resent: --resend-unknown sends them, and they may arrive twice)"
     out.print(
-        f"journal {job.journal_path}: skipped {journal.skipped_done} already settled, "
-        f"{journal.skipped_unknown} of unknown outcome{note}",
+        f"journal {job.journal_path}: {journal.skipped_done} settled by an earlier run (not sent again), "
+        f"{journal.skipped_unknown} of unknown outcome{note}, {journal.changed} changed",
         markup=False,
     )
-    if unknown:
-        shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
-        out.print(f"{len(unknown)} message(s) of unknown outcome: {shown}", markup=False)
-    journal.close()
+    if total:
+        shown = ", ".join(unknown) + (" ..." if total > len(unknown) else "")
+        out.print(f"{total} message(s) of unknown outcome: {shown}", markup=False)
     return unknown

@@ -31,7 +31,7 @@ from .._errors import ErrorCode, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
 from .._models import MessageType
-from .._templates import Personalised, Template, TemplateItems
+from .._templates import Template, TemplateItems
 from .._variable_ids import VariablePool
 
 __all__ = ["TemplateJob", "read_rows", "template_job", "template_options"]
@@ -52,13 +52,14 @@ class TemplateJob:
     survey_options: tuple[str, ...] | None
     finish: Callable[[], None] = lambda: None  # records the variable ids at the end of a journaled job
 
-    def source(self, stream: IO[bytes], fmt: str, journal: Journal | None, resend_unknown: bool) -> AsyncIterator[Any]:
-        """The items to send; with a journal, its variable ids recorded and settled rows left out."""
+    def source(self, stream: IO[bytes], fmt: str, journal: Journal | None) -> AsyncIterator[Any]:
+        """The items to send; with a journal, its variable ids recorded (the journal itself
+        gives settled rows their recorded results)."""
         if journal is None:
             return self.items(stream, fmt)
         pool, record = journal_pool(journal.path)
         self.finish = lambda: record(pool)
-        return skip_settled(self.items(stream, fmt, pool), journal, resend_unknown)
+        return self.items(stream, fmt, pool)
 
     def items(self, stream: IO[bytes], fmt: str, pool: VariablePool | None = None) -> TemplateItems:
         """One stream item per row: a wire dict, ``Personalised`` or ``Rejected`` (an unreadable row
@@ -149,25 +150,6 @@ def journal_pool(journal_path: str) -> tuple[VariablePool, Any]:
             records = [json.loads(line) for line in f if line.strip()]
         return VariablePool.replay(records, on_block=record), record
     return VariablePool(on_block=record), record
-
-
-async def skip_settled(items: AsyncIterator[Any], journal: Journal, resend_unknown: bool) -> AsyncIterator[Any]:
-    """Leave out template items the journal already settles, as it does for wire dicts.
-
-    (The journal looks up dicts and Messages itself; a journal that also knows ``Personalised``
-    and ``Rejected`` makes this unnecessary.)
-    """
-    unknown = set(journal.unknown())
-    async for item in items:
-        tid = item.message["id"] if isinstance(item, Personalised) else getattr(item, "tracking_id", None)
-        if isinstance(tid, str):
-            if journal.status(tid) in ("accepted", "rejected"):
-                journal.skipped_done += 1
-                continue
-            if tid in unknown and not resend_unknown:
-                journal.skipped_unknown += 1
-                continue
-        yield item
 
 
 async def read_rows(stream: IO[bytes], fmt: str) -> AsyncIterator[Row]:

@@ -1,0 +1,291 @@
+"""What a journaled job sends: the input, decided a chunk at a time against the journal.
+
+Each chunk of input costs one indexed ``SELECT ... IN (...)`` and one write transaction, and
+no memory per message: the journal itself is the duplicate check (an id read earlier in
+this run carries this run's number). Each input item comes out as itself (to be sent) or as
+its Result, decided here:
+
+- not in the journal: recorded ``new`` with its fingerprint, and sent;
+- read already in this run: REJECTED ``DUPLICATE_ID``;
+- settled before (accepted, rejected) with the same content: its recorded Result, ``from_journal``;
+- possibly delivered before (accepted, pending, failed of unknown outcome) with other content:
+  REJECTED ``CONTENT_CHANGED``, unless ``allow_changes``; its old content may be at the provider;
+- rejected before with other content (the user fixed it): sent again;
+- of unknown outcome: FAILED ``outcome_unknown`` from the journal, unless ``resend_unknown``;
+- never delivered for certain (new, not_sent, a certain failure): sent (with its new content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Final
+
+from ._admission import duplicate
+from ._errors import ErrorCode, ValidationError
+from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
+from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
+from ._models import Message, Result, Status, convert_chunk, failure
+from ._templates import Personalised
+
+__all__ = ["ResumeFilter"]
+
+logger = logging.getLogger("cascade_async")
+
+CHUNK: Final = 1000
+_INSERT: Final = "INSERT INTO outcomes (tracking_id, status, fingerprint, run, updated_at) VALUES (?, 'new', ?, ?, ?)"
+_TOUCH: Final = "UPDATE outcomes SET run = ?, fingerprint = ?, status = ? WHERE tracking_id = ?"
+
+
+class ResumeFilter:
+    """The input of one run, less what the journal already settles (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        run: int,
+        *,
+        resend_unknown: bool,
+        allow_changes: bool,
+        order: list[str] | None = None,
+    ) -> None:
+        self._db = db
+        #: Tracking ids in input order (first occurrences), kept only when asked (``send_many``).
+        self.order = order
+        self.run = run
+        self._resend_unknown = resend_unknown
+        self._allow_changes = allow_changes
+        self._job = hashlib.blake2b(digest_size=16)
+        self.messages = 0  # valid input messages read
+        self.resumed = 0  # of them, found in the journal from an earlier run
+        self.changed = 0  # of those, with other content than before
+        self.settled = 0  # given back from the journal as settled
+        self.unknown = 0  # given back from the journal as of unknown outcome
+        self.finished = False  # the whole input was read
+
+    @property
+    def job_fingerprint(self) -> str:
+        return self._job.hexdigest()
+
+    def sync(self, items: Iterable[Any]) -> Iterator[Any]:
+        it = iter(items)
+        while chunk := list(itertools.islice(it, CHUNK)):
+            yield from self.decide(chunk)
+        self._finish()
+
+    async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        pump = _Pump(items)
+        try:
+            while (chunk := await pump.take()) is not None:
+                for out in self.decide(chunk):
+                    yield out
+        finally:
+            pump.close()
+        self._finish()
+
+    def decide(self, chunk: list[Any]) -> list[Any]:
+        """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""
+        if not chunk:
+            return []
+        messages, sendable, all_valid = _as_messages(chunk)
+        ids = list({m.id: None for m in messages if m is not None})
+        placeholders = ",".join("?" * len(ids))
+        found = {
+            row[0]: Row(*row)
+            for row in self._db.execute(
+                f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({placeholders})", ids
+            )
+        }
+        now = time.time()
+        run = self.run
+        order = self.order
+        if not found and all_valid and len(ids) == len(chunk):  # all new: the first run's usual chunk
+            prints = list(map(fingerprint, messages))  # type: ignore[arg-type]  # all_valid: no None
+            self._job.update(b"".join(prints))
+            self.messages += len(ids)
+            if order is not None:
+                order.extend(ids)
+            self._write(list(zip(ids, prints, itertools.repeat(run), itertools.repeat(now))), [])
+            return sendable
+        inserts: list[tuple[Any, ...]] = []
+        touches: list[tuple[Any, ...]] = []
+        out: list[Any] = []
+        fps: list[bytes] = []
+        for item, msg, send in zip(chunk, messages, sendable, strict=True):
+            if msg is None:
+                out.append(item)  # admission rejects it and says why
+                continue
+            tid = msg.id
+            fp = fingerprint(msg)
+            fps.append(fp)
+            self.messages += 1
+            row = found.get(tid)
+            if order is not None and (row is None or row.run != run):
+                order.append(tid)
+            if row is None:
+                inserts.append((tid, fp, run, now))
+                found[tid] = Row(tid, NEW, None, None, None, 0, 0, fp, run, None, None, None, None, None)
+                out.append(send)
+                continue
+            if row.run == run:
+                out.append(duplicate(tid))
+                continue
+            self.resumed += 1
+            decision, status = self._decide_row(row, fp, msg)
+            found[tid] = row._replace(run=run)
+            # A message not sent keeps the content that may be at the provider; one sent records its new content.
+            sent = decision is msg
+            kept = fp if sent or row.fingerprint is None else row.fingerprint
+            touches.append((run, kept, status, tid))
+            out.append(send if sent else decision)
+        self._job.update(b"".join(fps))
+        self._write(inserts, touches)
+        return out
+
+    def _write(self, inserts: list[tuple[Any, ...]], touches: list[tuple[Any, ...]]) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            if inserts:
+                self._db.executemany(_INSERT, inserts)
+            if touches:
+                self._db.executemany(_TOUCH, touches)
+
+    def _decide_row(self, row: Row, fp: bytes, msg: Message) -> tuple[Message | Result, str]:
+        """What to do with a message the journal knows, and the row's status from now on."""
+        status = row.status
+        maybe_delivered = status in (ACCEPTED, PENDING) or (status == FAILED and row.unknown)
+        changed = row.fingerprint is not None and row.fingerprint != fp
+        if changed or (row.fingerprint is None and status == REJECTED):
+            self.changed += changed
+            if status == REJECTED:
+                return msg, NEW  # fixed by the user: send the new content
+            if maybe_delivered and not self._allow_changes:
+                return _content_changed(row.tracking_id), status
+            if status == ACCEPTED:
+                return msg, NEW  # allowed: the new content was never sent
+        if status in (ACCEPTED, REJECTED):
+            self.settled += 1
+            return recorded_result(row), status
+        if maybe_delivered and not self._resend_unknown:
+            self.unknown += 1
+            return recorded_result(row), status
+        return msg, status  # never delivered for certain, or a resend of an unknown one, knowingly
+
+    def _finish(self) -> None:
+        """The whole input was read: record the run's job fingerprint and size."""
+        self.finished = True
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "UPDATE runs SET finished_at = ?, fingerprint = ?, messages = ?, changed = ? WHERE run = ?",
+                (time.time(), self.job_fingerprint, self.messages, self.changed, self.run),
+            )
+        if (note := self.finish_note()) is not None:
+            logger.warning("%s", note)
+
+    def finish_note(self) -> str | None:
+        """A warning when most of a resumed job looks changed (computed fields, or another input)."""
+        if self.resumed >= 10 and self.changed * 2 > self.resumed:
+            return (
+                f"{self.changed} of the {self.resumed} messages this journal knew have other content than before: "
+                "is this the same input? A computed field (a scheduledSent of 'now + 2 h', say) changes every "
+                "run; messages that may have been delivered were not sent again"
+                + ("" if self._allow_changes else " (allow_changes / --allow-changes sends the new content)")
+            )
+        return None
+
+
+class _Pump:
+    """Reads an async source ahead into a chunk: whatever has arrived, up to ``CHUNK`` items.
+
+    A fast source gives full chunks; a slow one (a queue that trickles) has each item decided
+    as soon as it arrives, never held back waiting for a chunk to fill.
+    """
+
+    def __init__(self, items: AsyncIterable[Any]) -> None:
+        self._buffer: list[Any] = []
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._ended = False
+        self._error: BaseException | None = None
+        self._task = asyncio.get_running_loop().create_task(self._read(items))
+
+    async def _read(self, items: AsyncIterable[Any]) -> None:
+        try:
+            async for item in items:
+                buffer = self._buffer  # take() swaps it for an empty one
+                buffer.append(item)
+                if len(buffer) == 1:
+                    self._arrived.set()
+                elif len(buffer) >= CHUNK:
+                    self._room.clear()
+                    await self._room.wait()
+        except BaseException as exc:  # the source's own failure (or its CancelledError) is the input's
+            if self._task.cancelling():
+                raise
+            self._error = exc
+        finally:
+            self._ended = True
+            self._arrived.set()
+
+    async def take(self) -> list[Any] | None:
+        """The items read since the last call (waiting for at least one); None at the end."""
+        while not self._buffer and not self._ended:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if not self._buffer:
+            if self._error is not None:
+                raise self._error
+            return None
+        chunk, self._buffer = self._buffer, []
+        self._room.set()
+        return chunk
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], list[Any], bool]:
+    """The chunk's items as Messages (None: not a valid message, for admission to refuse), what
+    to send for each (a ``Personalised`` item stays one: its variables go up first), and whether
+    all are valid."""
+    kinds = set(map(type, chunk))
+    if kinds == {Message}:
+        return chunk, chunk, True
+    if kinds == {dict}:
+        converted = convert_chunk(chunk)  # the usual case, in C
+        if converted is not None:
+            return converted, converted, True  # type: ignore[return-value]  # list is invariant
+    messages = [_as_message(item) for item in chunk]
+    sendable = [item if type(item) is Personalised else m for item, m in zip(chunk, messages, strict=True)]
+    return messages, sendable, all(m is not None for m in messages)
+
+
+def _as_message(item: Any) -> Message | None:
+    if type(item) is Message or isinstance(item, Message):
+        return item
+    if isinstance(item, Personalised):
+        item = item.message
+    if isinstance(item, Mapping):
+        try:
+            return Message.from_dict(item)
+        except ValidationError:
+            return None
+    return None
+
+
+def _content_changed(tid: str) -> Result:
+    err = ValidationError(
+        "other content than the message an earlier run of this job journaled under this id, which may have "
+        "been delivered; not sent (allow_changes=True or --allow-changes sends the new content)",
+        field=None,
+        tracking_id=tid,
+        code=ErrorCode.CONTENT_CHANGED,
+    )
+    return failure(tid, Status.REJECTED, err, 0)
