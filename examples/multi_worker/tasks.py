@@ -11,8 +11,9 @@ place to hold one client for its whole life.
 
 Each worker process opens one ``CascadeClient`` at startup and closes it at shutdown. The clients share
 one rate limit through ``CASCADE_REDIS_URL`` (the queue's Redis can be the same server). Each task sends
-one part and keeps its own output (``<output>``: one JSON line per message) and its own journal
-(``<output>.journal``): a task run again, after a crash or by taskiq's retry, sends only what is left.
+one part and keeps its own output (``<output>``: one JSON line per message, rewritten by each run) and its
+own journal (``<output>.journal``): a task run again, after a crash or by taskiq's retry, sends only what
+is left.
 """
 
 from __future__ import annotations
@@ -51,13 +52,13 @@ async def send_part(part: str, output: str, state: Annotated[TaskiqState, Taskiq
     client: CascadeClient = state.cascade
     counts: collections.Counter[str] = collections.Counter()
     # a local file, opened once per task; its writes are buffered
-    with Journal(output + ".journal") as journal, open(output, "a", encoding="utf-8") as out:  # noqa: ASYNC230
+    with Journal(output + ".journal") as journal, open(output, "w", encoding="utf-8") as out:  # noqa: ASYNC230
         async with journal.stream(client, read_jsonl(part)) as results:
             async for r in results:
-                counts[r.status.value] += 1
+                # settled by an earlier run of this task: not sent again, its result comes from the journal
+                counts["skipped" if r.from_journal else r.status.value] += 1
                 row = {"id": r.tracking_id, "status": r.status.value, "messageId": r.message_id}
                 if r.error is not None:
                     row["error"] = str(r.error)
                 out.write(json.dumps(row) + "\n")
-    counts["skipped"] = journal.skipped_done
     return dict(counts)
