@@ -1,6 +1,7 @@
 """cascade-async: the asyncio client for SMSBAT's Cascade Messages API."""
 
-from ._client import DEFAULT_BASE_URL, CascadeClient
+from ._client import DATA_RATE_LIMIT, DEFAULT_BASE_URL, DEFAULT_STATUS_URL, CascadeClient
+from ._delivery import DeliveryReport, DeliveryStatus
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -11,6 +12,7 @@ from ._errors import (
     ErrorCode,
     JournalError,
     JournalLockedError,
+    MessageNotFoundError,
     ProtocolError,
     RateLimitError,
     ServerError,
@@ -29,6 +31,7 @@ from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
 from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
 from ._templates import Personalised, Rejected, Template, TemplateItem, TemplateItems
+from ._tracking import TrackItem
 from ._transport import AiohttpTransport, RawResponse, Transport
 from ._uploads import UploadReport
 from ._variable_ids import IdAllocator, LocalIdAllocator, RedisIdAllocator, VariablePool
@@ -47,7 +50,11 @@ __all__ = [
     "CascadeClient",
     "CascadeError",
     "ClientClosedError",
+    "DATA_RATE_LIMIT",
     "DEFAULT_BASE_URL",
+    "DEFAULT_STATUS_URL",
+    "DeliveryReport",
+    "DeliveryStatus",
     "EndpointError",
     "ErrorCode",
     "Event",
@@ -59,6 +66,7 @@ __all__ = [
     "JournalLockedError",
     "LocalIdAllocator",
     "Message",
+    "MessageNotFoundError",
     "MessageSource",
     "MessageType",
     "Personalised",
@@ -88,6 +96,7 @@ __all__ = [
     "TemplateItem",
     "TemplateItems",
     "TimeoutError",
+    "TrackItem",
     "Transport",
     "TransportError",
     "UploadReport",

@@ -11,32 +11,38 @@ import os
 import ssl as _ssl
 import time
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 
 from ._admission import is_duplicate
 from ._coalesce import Coalescer
+from ._delivery import DeliveryReport
 from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._events import EventHook, emit
-from ._models import Message, Result, Route
-from ._ratelimit import LimiterEvent, Priority, RateLimit, make_limiter
+from ._models import Message, Result, Route, Status
+from ._ratelimit import LimiterEvent, Priority, RateLimit, RateLimiter, credential_key, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
 from ._sending import BatchSender, Recorder, StopCall
 from ._stream import MessageSource, ResultStream
+from ._tracking import StatusFetcher, TrackItem, track
 from ._transport import AiohttpTransport, Transport
 from ._uploads import UploadReport, upload_variables
 from ._variables import Variable
 from ._version import __version__
 from ._wire import encode_batch
 
-__all__ = ["DEFAULT_BASE_URL", "CascadeClient"]
+__all__ = ["DATA_RATE_LIMIT", "DEFAULT_BASE_URL", "DEFAULT_STATUS_URL", "CascadeClient"]
 
 DEFAULT_BASE_URL: Final = "https://restapi.smsbat.com"
+DEFAULT_STATUS_URL: Final = "https://api.smsbat.com"  # the delivery status host
+#: The provider's limit on data endpoints (status, balance), apart from the sending limit.
+DATA_RATE_LIMIT: Final = RateLimit(requests_per_second=50.0, burst=75)
 MAX_BATCH: Final = 1000
 _DEFAULT_RATE_LIMIT: Final = RateLimit()
 _DEFAULT_RETRY: Final = RetryPolicy()
@@ -73,7 +79,11 @@ class CascadeClient:
     with at most ``max_isolation_requests`` extra requests per batch), ``dedupe`` (refuse
     repeated ids within a call). Single sends: ``coalesce``, ``send_linger``, ``send_timeout``
     (a ``send()`` waits at most this long, then raises ``TimeoutError`` and its message is not
-    sent later), ``close_timeout``. Observability: ``on_event``.
+    sent later), ``close_timeout``. Observability: ``on_event``. Delivery status:
+    ``status_base_url`` (default: the provider's status host when ``base_url`` is the
+    provider's, else ``base_url``, so a sandbox serves both), ``status_rate_limit`` (the data
+    endpoints' own bucket, 50 requests/s with a burst of 75; shared through Redis like
+    ``rate_limit`` when given a ``redis_url``).
 
     Settings are fixed at construction (read-only attributes). After ``aclose()`` every
     method raises ``ClientClosedError`` and no request leaves.
@@ -106,6 +116,8 @@ class CascadeClient:
         close_timeout: float = 10.0,
         on_event: EventHook | None = None,
         transport: Transport | None = None,
+        status_base_url: str | None = None,
+        status_rate_limit: RateLimit | None = DATA_RATE_LIMIT,
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("CASCADE_API_KEY")
@@ -179,6 +191,9 @@ class CascadeClient:
             limiter=limiter,
             policy=retry or NO_RETRY,
             on_event=on_event,
+        )
+        self._status = _status_fetcher(
+            self._sender, base_url, status_base_url, allow_insecure, api_key, headers, status_rate_limit
         )
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
@@ -275,6 +290,8 @@ class CascadeClient:
         if self._limiter is not None:
             await self._limiter.aclose()
         await self._transport.aclose()
+        if self._status.limiter is not None:
+            await self._status.limiter.aclose()
 
     @property
     def closed(self) -> bool:
@@ -446,6 +463,66 @@ class CascadeClient:
             raise
         return report()
 
+    # --- delivery status (logic in _tracking) ------------------------------------------
+
+    @property
+    def status_base_url(self) -> str:
+        return self._status.base_url
+
+    async def status(self, message_id: str) -> DeliveryReport:
+        """The delivery status of one accepted message: ``GET /bat/message/{messageId}``.
+
+        Raises ``MessageNotFoundError`` when the status host does not know the id (a message
+        accepted a moment ago may not show yet), or the ``CascadeError`` the request failed with.
+        """
+        self._ensure_open()
+        return await self._status(message_id, Priority.INTERACTIVE)
+
+    def track(
+        self,
+        items: Iterable[TrackItem] | AsyncIterable[TrackItem],
+        *,
+        timeout: float = 120.0,
+        every: float = 5.0,
+    ) -> AsyncIterator[DeliveryReport]:
+        """Poll until each message's status is final: yields one ``DeliveryReport`` per message.
+
+        ``items``: Results (those not ACCEPTED are skipped), message ids, or ``(tracking_id,
+        message_id)`` pairs, from any iterable or async iterable. Each message is polled about
+        every ``every`` seconds, backing off, never more than once a second, and all of them
+        within the data endpoints' bucket. After ``timeout`` seconds from the start of its
+        tracking, a message yields a report with ``final=False`` and its last status seen.
+        Reports come in the order they become final. Close it early with ``aclose()``.
+        """
+        self._ensure_open()
+        self._status.check()
+        return track(self._status, items, timeout=timeout, every=every, rate=self._status.rate)
+
+    async def wait_delivered(
+        self,
+        result: Result | str,
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 (a per-message deadline: the documented API)
+    ) -> DeliveryReport:
+        """Wait for one message's final status (the OTP flow): never raises for an undelivered one.
+
+        Returns the final report (check ``report.delivered``), or one with ``final=False`` when
+        ``timeout`` seconds pass first. Polls about once a second, ahead of bulk tracking.
+        """
+        self._ensure_open()
+        self._status.check()
+        if isinstance(result, Result) and (result.status is not Status.ACCEPTED or not result.message_id):
+            raise ValueError(f"{result.tracking_id!r} was not accepted ({result.status.value}): nothing to wait for")
+        stream = track(
+            self._status, [result], timeout=timeout, every=1.0, rate=self._status.rate, priority=Priority.INTERACTIVE
+        )
+        try:
+            async for report in stream:
+                return report
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        raise AssertionError("track() yields one report per message")  # pragma: no cover
+
 
 def default_rate_limit() -> RateLimit:
     """The limit a client gets when none is passed: shared through ``$CASCADE_REDIS_URL`` when it is set."""
@@ -486,3 +563,29 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _status_fetcher(
+    sender: BatchSender,
+    base_url: str,
+    status_base_url: str | None,
+    allow_insecure: bool,
+    api_key: str | None,
+    headers: Mapping[str, str],
+    config: RateLimit | None,
+) -> StatusFetcher:
+    if status_base_url is None:
+        status_base_url = DEFAULT_STATUS_URL if base_url.rstrip("/") == DEFAULT_BASE_URL else base_url
+    url = _check_base_url(status_base_url, allow_insecure)
+    limiter: RateLimiter | None = None
+    status_headers: dict[str, str] | None = None
+    if api_key is not None:
+        status_headers = {k: v for k, v in headers.items() if k not in ("X-Viber-Auth-Token", "X-Tg-Bot-Key")}
+        status_headers.pop("Content-Type", None)
+        if config is not None:
+            if config.redis_url is not None and config.key is None:
+                # its own bucket in Redis: the data endpoints' limit is apart from the sending one
+                config = msgspec.structs.replace(config, key=credential_key(api_key) + ":data")
+            digest = hashlib.sha256(api_key.encode()).hexdigest()
+            limiter = make_limiter(config, batch_size=1, credential_hash=digest)
+    return StatusFetcher(sender, url, status_headers, limiter, None if config is None else config.requests_per_second)

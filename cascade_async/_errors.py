@@ -8,6 +8,7 @@ The tree::
     │   ├── BadRequestError      400, 413, 422 and other permanent 4xx
     │   ├── AuthenticationError  401, 403: stops the whole call
     │   ├── EndpointError        3xx, 404, 405, 415: a wrong base URL or a proxy; stops the call
+    │   ├── MessageNotFoundError 404 from the status host: no such message (yet)
     │   ├── RateLimitError       429, with ``retry_after``
     │   └── ServerError          5xx (and 408)
     ├── TransportError           connection failures
@@ -46,6 +47,7 @@ __all__ = [
     "ErrorCode",
     "JournalError",
     "JournalLockedError",
+    "MessageNotFoundError",
     "ProtocolError",
     "RateLimitError",
     "ServerError",
@@ -183,6 +185,14 @@ class BadRequestError(APIError):
 class EndpointError(APIError):
     """The endpoint is not the API: a redirect, 404, 405 or 415, as from a wrong base URL or a
     proxy. It says nothing about the messages, so they stay unsettled and the call stops."""
+
+
+class MessageNotFoundError(APIError):
+    """The status host does not know this ``messageId`` (404): a wrong id, or a message too new to show.
+
+    On the send routes a 404 means a wrong endpoint (``EndpointError``); on the status route it
+    is about the message, so it gets its own class.
+    """
 
 
 class AuthenticationError(APIError):

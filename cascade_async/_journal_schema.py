@@ -7,7 +7,9 @@ that has shipped (journals in the field have already run it).
 
 Version 0 is the first release's table ``outcomes`` (also what an empty file gets first).
 Version 1 adds job identity (a fingerprint per message, the run that last read it, a
-``runs`` table) and what a recorded Result needs to be given back whole.
+``runs`` table) and what a recorded Result needs to be given back whole. Version 2 adds
+``deliveries``: the latest delivery status, cost and channel per ``messageId``
+(``_journal_delivery``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from typing import Final
 
 from ._errors import JournalError
+from ._journal_delivery import migrate_delivery
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "migrate", "open_journal"]
 
@@ -72,7 +75,11 @@ def _v1_job_identity(db: sqlite3.Connection) -> None:
 
 
 #: One function per version step: ``MIGRATIONS[n]`` takes a journal from version n to n + 1.
-MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (_v0_outcomes, _v1_job_identity)
+MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
+    _v0_outcomes,
+    _v1_job_identity,
+    migrate_delivery,  # v2: the deliveries table (#13)
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
@@ -131,4 +138,4 @@ def migrate(db: sqlite3.Connection, path: str) -> None:
 
 def _has_foreign_tables(db: sqlite3.Connection) -> bool:
     names = {str(r[0]) for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return bool(names - {"outcomes"})
+    return bool(names - {"outcomes", "deliveries"})

@@ -187,6 +187,55 @@ class BatchSender:
                 self._limiter.on_success()
         return error
 
+    async def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        limiter: RateLimiter | None = None,
+        priority: Priority = Priority.BULK,
+        errors: Mapping[int, type[APIError]] | None = None,
+    ) -> RawResponse:
+        """Any request that is not a batch (the status GET), with the same retry loop and budget.
+
+        ``limiter`` (its own bucket, not the send one) is taken once per attempt; ``errors`` maps
+        a status to the ``APIError`` class it means on this route (404 on the status host is
+        ``MessageNotFoundError``), in place of the send routes' reading. Returns the 2xx answer
+        or raises its ``CascadeError``.
+        """
+        request = getattr(self._transport, "request", None)
+        if request is None:
+            raise TypeError(f"{type(self._transport).__name__} has no request(method, url, headers, body) method")
+        loop = asyncio.get_running_loop()
+        state = Attempts()
+        _, retrying = self._retrying(lambda rs: logger.debug("retrying %s %s: %s", method, url, rs.outcome), state)
+        async for attempt in retrying:
+            with attempt:
+                if limiter is not None:
+                    await limiter.acquire(1, priority=priority)
+                if self.closed:
+                    raise ClientClosedError("the client is closed; nothing more is sent")
+                if state.started is None:
+                    state.started = loop.time()  # the deadline counts after the limiter
+                state.count += 1
+                raw: RawResponse = await request(method, url, headers, body)
+                known = (errors or {}).get(raw.status)
+                if known is not None:
+                    generic = error_from_response(raw.status, raw.headers, raw.body)
+                    raise known(str(generic.message), status=raw.status, code=generic.code, body=generic.body)
+                if classify(raw.status) is not Verdict.OK:
+                    exc = error_from_response(raw.status, raw.headers, raw.body)
+                    if limiter is not None and isinstance(exc, RateLimitError):
+                        limiter.penalize(exc.retry_after)
+                    raise exc
+                if limiter is not None:
+                    limiter.on_success()
+                self.budget.refund()
+                return raw
+        raise AssertionError("unreachable: tenacity re-raises the last failure")  # pragma: no cover
+
     def _emit_sent(
         self,
         route: Route,

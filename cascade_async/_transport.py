@@ -63,10 +63,14 @@ class AiohttpTransport:
         return self._session
 
     async def __call__(self, url: str, headers: Mapping[str, str], body: bytes) -> RawResponse:
+        return await self.request("POST", url, headers, body)
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> RawResponse:
+        """Any method (the status host takes GET); ``__call__`` is a POST."""
         session = self._get_session()
         try:
-            async with session.post(
-                url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False, ssl=self._ssl
+            async with session.request(
+                method, url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False, ssl=self._ssl
             ) as resp:
                 data = await _read_capped(resp, self._max)
                 return RawResponse(resp.status, resp.headers, data)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from ._journal_cmd import journal_command
+from ._report import report
 from ._sandbox import sandbox_command
 from ._send import send
+from ._track import track
+from ._webhook import webhook
 
 __all__ = ["cli"]
 
@@ -19,4 +22,7 @@ def cli() -> None:
 
 cli.add_command(send)
 cli.add_command(sandbox_command)
+cli.add_command(track)
+cli.add_command(webhook)
+cli.add_command(report)
 cli.add_command(journal_command)

@@ -34,6 +34,18 @@ __all__ = ["sandbox_command"]
 @click.option("--no-inbox", is_flag=True, help="Serve no inbox page (it keeps a bounded number of messages).")
 @click.option("--allow-host", multiple=True, help="Host names the inbox answers to besides loopback and --host.")
 @click.option("--seed", type=int, default=None)
+@click.option(
+    "--delivery-steps",
+    type=(float, float),
+    default=(0.5, 1.0),
+    show_default=True,
+    metavar="SCHEDULED PROCESSING",
+    help="Seconds each message spends scheduled, then processing, before its final status.",
+)
+@click.option("--status-rate-limit", type=float, default=None, help="Status GETs per second before answering 429.")
+@click.option("--status-rate-burst", type=int, default=None, help="Burst of status GETs (with --status-rate-limit).")
+@click.option("--webhook-url", default=None, help="POST each delivery report to this URL.")
+@click.option("--webhook-fault", "webhook_faults", multiple=True, type=click.Choice(["duplicate", "out-of-order"]))
 def sandbox_command(
     host: str,
     port: int,
@@ -49,6 +61,11 @@ def sandbox_command(
     no_inbox: bool,
     allow_host: tuple[str, ...],
     seed: int | None,
+    delivery_steps: tuple[float, float],
+    status_rate_limit: float | None,
+    status_rate_burst: int | None,
+    webhook_url: str | None,
+    webhook_faults: tuple[str, ...],
 ) -> None:
     """Run the sandbox API server until interrupted (Ctrl-C)."""
     rates: dict[str, float] = {}
@@ -73,6 +90,11 @@ def sandbox_command(
             seed=seed,
             inbox=not no_inbox,
             allowed_hosts=allow_host,
+            delivery_steps=delivery_steps,
+            status_rate_limit=status_rate_limit,
+            status_rate_burst=status_rate_burst,
+            webhook_url=webhook_url,
+            webhook_faults=webhook_faults,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -12,7 +12,7 @@ import collections
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
 
 import msgspec
@@ -35,8 +35,10 @@ class _Batch:
         self.start = 0  # messages before it were dropped by the count bound
 
 
-def _view(seq: int, batch: _Batch, i: int) -> InboxMessage:
-    return message(seq, batch.messages[i], batch.ids[i], batch.at, batch.route)
+def _view(seq: int, batch: _Batch, i: int, status_of: Callable[[str], str | None] | None = None) -> InboxMessage:
+    view = message(seq, batch.messages[i], batch.ids[i], batch.at, batch.route)
+    status = status_of(view.message_id) if status_of is not None else None
+    return view if status is None else msgspec.structs.replace(view, status=status)
 
 
 class Inbox:
@@ -54,6 +56,8 @@ class Inbox:
         self._listeners: set[asyncio.Event] = set()
         self.generation = 0  # bumped by clear()
         self.closed = False
+        #: The sandbox's delivery status of a message id (scheduled, processing, delivered ...).
+        self.delivery: Callable[[str], str | None] | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -171,7 +175,7 @@ class Inbox:
                 break
             m, mid = batch.messages[i], batch.ids[i]
             if query.match(m, mid):
-                found.append(_view(seq, batch, i))
+                found.append(_view(seq, batch, i, self.delivery))
                 if len(found) >= limit:
                     break
         return found
@@ -192,7 +196,7 @@ class Inbox:
 
     def newer(self, after_seq: int) -> tuple[list[InboxMessage], list[Rejection]]:
         """Everything after ``after_seq``, oldest first (what a live view has not seen yet)."""
-        messages = [_view(seq, b, i) for seq, b, i in self._newest(after_seq)]
+        messages = [_view(seq, b, i, self.delivery) for seq, b, i in self._newest(after_seq)]
         messages.reverse()
         rejections = [r for _, r in self._rejections if r.seq > after_seq]
         return messages, rejections

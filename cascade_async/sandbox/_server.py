@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .._models import Route
 from ._contract import Reject, check_auth, check_message, decode_batch
+from ._delivery import DeliverySim
 from ._faults import FaultPlan, RateGate, drop
 from ._helpers import InboxHelpers
 from ._inbox import DEFAULT_MAX_AGE, DEFAULT_MAX_MESSAGES, Inbox
@@ -55,6 +56,13 @@ class Sandbox(InboxHelpers):
     ``/sandbox/messages``; it keeps at most ``inbox_max_messages`` for ``inbox_max_age`` seconds.
     ``counts``, ``accepted`` and ``stats()`` are separate and unbounded (``record=False`` turns
     them off). ``allowed_hosts`` adds names the inbox answers to besides loopback and ``host``.
+
+    Delivery (``GET /bat/message/{id}``, see ``_delivery``): each message spends
+    ``delivery_steps[0]`` seconds ``scheduled`` and ``delivery_steps[1]`` ``processing``, then
+    ends by its phone number (…13 undeliverable, …66 permanenterror, else delivered).
+    ``status_rate_limit``/``status_rate_burst`` answer 429 above that rate; ``webhook_url`` gets
+    each status change POSTed, with ``webhook_faults`` ``duplicate`` and ``out-of-order``.
+    ``delivery`` counts polls per message (``delivery.polls``, ``delivery.poll_times``).
     """
 
     def __init__(
@@ -78,6 +86,11 @@ class Sandbox(InboxHelpers):
         inbox_max_messages: int = DEFAULT_MAX_MESSAGES,
         inbox_max_age: float = DEFAULT_MAX_AGE,
         allowed_hosts: Iterable[str] = (),
+        delivery_steps: tuple[float, float] = (0.5, 1.0),
+        status_rate_limit: float | None = None,
+        status_rate_burst: int | None = None,
+        webhook_url: str | None = None,
+        webhook_faults: Iterable[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -103,6 +116,16 @@ class Sandbox(InboxHelpers):
         self._loop: asyncio.AbstractEventLoop | None = None
         self.inbox = Inbox(max_messages=inbox_max_messages, max_age=inbox_max_age) if inbox else None
         self.allowed_hosts = frozenset({host, *allowed_hosts})
+        self.delivery = DeliverySim(
+            steps=delivery_steps,
+            rate_limit=status_rate_limit,
+            rate_burst=status_rate_burst,
+            webhook_url=webhook_url,
+            webhook_faults=webhook_faults,
+            record=record,
+        )
+        if self.inbox is not None:
+            self.inbox.delivery = self.delivery.status  # the inbox shows the moving status
         self.variables = VariableStore()  # POST /api/items, per account
 
     # --- control --------------------------------------------------------------------
@@ -121,6 +144,7 @@ class Sandbox(InboxHelpers):
         self.route_counts.clear()
         self._requests = self._accepted_requests = self._accepted_messages = 0
         self._statuses.clear()
+        self.delivery.clear_counts()  # not the statuses: an accepted message never turns into a 404
         self.variables.clear()
 
     def stats(self) -> SandboxStats:
@@ -149,6 +173,7 @@ class Sandbox(InboxHelpers):
         app.router.add_post("/api/items", self._handle_items)
         app.router.add_get("/sandbox/stats", self._handle_stats)
         app.router.add_post("/sandbox/reset", self._handle_reset)
+        self.delivery.install(app)
         if self.inbox is not None:
             install_inbox(app, self.inbox, self.allowed_hosts)
         return app
@@ -309,6 +334,7 @@ class Sandbox(InboxHelpers):
         return _error(r.status, r.code, r.message, r.field)
 
     def _accept(self, messages: list[dict[str, Any]], ids: list[str], path: str) -> None:
+        self.delivery.add(messages, ids, path)
         if self.inbox is not None:
             self.inbox.add(messages, ids, path)
         self._accepted_requests += 1
