@@ -24,7 +24,7 @@ from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
 from ._models import Fallback, Message, MessageType, Result, Route, Status
-from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered
+from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered, credential_key
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
@@ -106,6 +106,7 @@ __all__ = [
     "VariableType",
     "__version__",
     "check_placeholders",
+    "credential_key",
     "find_placeholders",
     "read_csv",
     "read_json_array",

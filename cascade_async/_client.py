@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import ipaddress
 import os
@@ -12,7 +13,7 @@ import time
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -22,9 +23,9 @@ from ._admission import is_duplicate
 from ._coalesce import Coalescer
 from ._delivery import DeliveryReport
 from ._errors import ClientClosedError, ErrorCode, ValidationError
-from ._events import EventHook
+from ._events import EventHook, emit
 from ._models import Message, Result, Route, Status
-from ._ratelimit import Limiter, Priority, RateLimit, RateLimiter, credential_key, make_limiter
+from ._ratelimit import LimiterEvent, Priority, RateLimit, RateLimiter, credential_key, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
 from ._sending import BatchSender, Recorder, StopCall
@@ -45,6 +46,14 @@ DATA_RATE_LIMIT: Final = RateLimit(requests_per_second=50.0, burst=75)
 MAX_BATCH: Final = 1000
 _DEFAULT_RATE_LIMIT: Final = RateLimit()
 _DEFAULT_RETRY: Final = RetryPolicy()
+REDIS_URL_ENV: Final = "CASCADE_REDIS_URL"
+
+
+class _Unset(enum.Enum):
+    UNSET = "the default"  # ``rate_limit`` not passed: tells it apart from an explicit RateLimit or None
+
+
+_UNSET: Final = _Unset.UNSET
 
 
 class CascadeClient:
@@ -63,7 +72,9 @@ class CascadeClient:
     ``route``, ``timeout`` (seconds per request), ``session`` (borrowed, never closed),
     ``ssl`` (verification on; pass an ``SSLContext`` for a private CA), ``transport`` (the
     seam tests replace). Sending: ``batch_size`` (1-1000), ``max_batch_bytes``, ``linger``
-    (partial batches from slow sources), ``max_in_flight``, ``rate_limit``, ``retry``,
+    (partial batches from slow sources), ``max_in_flight``, ``rate_limit`` (default 100 req/s,
+    burst 150; shared through Redis when ``$CASCADE_REDIS_URL`` is set and no ``rate_limit`` is
+    passed; ``None`` turns limiting off), ``retry``,
     ``isolate_bad_messages`` (split a batch refused with 400/413/422 to find the bad messages,
     with at most ``max_isolation_requests`` extra requests per batch), ``dedupe`` (refuse
     repeated ids within a call). Single sends: ``coalesce``, ``send_linger``, ``send_timeout``
@@ -94,7 +105,7 @@ class CascadeClient:
         max_batch_bytes: int = 1024 * 1024,
         linger: float = 0.05,
         max_in_flight: int = 8,
-        rate_limit: RateLimit | None = _DEFAULT_RATE_LIMIT,
+        rate_limit: RateLimit | Literal[_Unset.UNSET] | None = _UNSET,
         retry: RetryPolicy | None = _DEFAULT_RETRY,
         isolate_bad_messages: bool = True,
         max_isolation_requests: int = 64,
@@ -157,8 +168,19 @@ class CascadeClient:
         self._streams: weakref.WeakSet[ResultStream] = weakref.WeakSet()
         self._close_timeout = close_timeout
         self._hook = on_event
+        if rate_limit is _UNSET:
+            rate_limit = default_rate_limit()
         self._rate_limit = rate_limit
-        limiter = Limiter(rate_limit, batch_size=batch_size) if rate_limit is not None else None
+        limiter = None
+        if rate_limit is not None:
+            secret = next(v for v in (api_key, viber_token, telegram_key) if v is not None)
+            limiter = make_limiter(
+                rate_limit,
+                batch_size=batch_size,
+                credential_hash=hashlib.sha256(secret.encode()).hexdigest(),
+                on_event=self._limiter_event,
+            )
+        self._limiter = limiter
         self._transport: Transport = transport or AiohttpTransport(
             timeout=timeout, session=session, ssl=ssl, pool_size=max(100, max_in_flight)
         )
@@ -214,6 +236,14 @@ class CascadeClient:
     def dedupe(self) -> bool:
         return self._dedupe
 
+    @property
+    def rate_limit(self) -> RateLimit | None:
+        """The rate limit in force (its repr hides a Redis password)."""
+        return self._rate_limit
+
+    def _limiter_event(self, event: LimiterEvent) -> None:
+        emit(self._hook, event)
+
     def __repr__(self) -> str:
         # Names the credentials it holds, never their values.
         return f"CascadeClient(base_url={self.base_url!r}, route={self.route.name}, credentials={self._credentials})"
@@ -257,6 +287,8 @@ class CascadeClient:
         if streams:
             left = max(0.0, deadline - loop.time())
             await asyncio.gather(*(s.close_for_client(left) for s in streams))
+        if self._limiter is not None:
+            await self._limiter.aclose()
         await self._transport.aclose()
         if self._status.limiter is not None:
             await self._status.limiter.aclose()
@@ -275,8 +307,14 @@ class CascadeClient:
 
     # --- sending --------------------------------------------------------------------
 
-    async def send_batch(self, messages: Iterable[Message], *, route: Route | None = None) -> list[Result]:
-        """POST 1-1000 messages once: no retries, no splitting.
+    async def send_batch(
+        self,
+        messages: Iterable[Message],
+        *,
+        route: Route | None = None,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
+    ) -> list[Result]:
+        """POST 1-1000 messages once: no retries, no splitting (a 429 still pauses the rate limiter).
 
         Results are matched by tracking id, in the order of ``messages``. A message the
         answer does not mention ends FAILED with a ``ProtocolError``. A non-200 answer raises
@@ -311,7 +349,7 @@ class CascadeClient:
                 tracking_id=None,
                 code=ErrorCode.MESSAGE_TOO_LARGE,
             )
-        return await self._sender.post(batch, body, route or self._route, 1)
+        return await self._sender.post(batch, body, route or self._route, 1, Priority(priority))
 
     async def send(self, message: Message | Mapping[str, Any], *, route: Route | None = None) -> Result:
         """Send one message with the client's retries; return its ACCEPTED result or raise.
@@ -355,6 +393,7 @@ class CascadeClient:
         route: Route | None = None,
         dedupe: bool | None = None,
         recorder: Recorder | None = None,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
     ) -> ResultStream:
         """Send any number of messages; yields one ``Result`` per input message as batches complete.
 
@@ -365,8 +404,10 @@ class CascadeClient:
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.
         ``recorder`` is told of every batch before it leaves and of every result (the
-        ``Journal`` is one). Stops with ``AuthenticationError`` on 401/403 and
-        ``EndpointError`` on a wrong endpoint (3xx, 404, 405, 415): those messages stay unsettled.
+        ``Journal`` is one). ``priority``: bulk (the default) leaves the rate limit's
+        ``interactive_reserve`` to ``send()``; "interactive" goes ahead of bulk. Stops with
+        ``AuthenticationError`` on 401/403 and ``EndpointError`` on a wrong endpoint (3xx, 404,
+        405, 415): those messages stay unsettled.
         """
         self._ensure_open()
         return ResultStream(
@@ -382,10 +423,16 @@ class CascadeClient:
             recorder=recorder,
             isolate=self._isolate,
             on_start=self._started,
+            priority=Priority(priority),
         )
 
     async def send_many(
-        self, messages: MessageSource, *, route: Route | None = None, recorder: Recorder | None = None
+        self,
+        messages: MessageSource,
+        *,
+        route: Route | None = None,
+        recorder: Recorder | None = None,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
     ) -> BulkReport:
         """Send everything and wait: a ``BulkReport`` keyed by tracking id, in input order.
 
@@ -395,7 +442,7 @@ class CascadeClient:
         started = time.monotonic()
         duplicates: list[Result] = []
         by_id: dict[str, Result] = {}
-        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder)
+        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority)
 
         def report() -> BulkReport:
             order = stream.first_occurrences or ()
@@ -475,6 +522,12 @@ class CascadeClient:
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
         raise AssertionError("track() yields one report per message")  # pragma: no cover
+
+
+def default_rate_limit() -> RateLimit:
+    """The limit a client gets when none is passed: shared through ``$CASCADE_REDIS_URL`` when it is set."""
+    url = os.environ.get(REDIS_URL_ENV, "").strip()
+    return RateLimit(redis_url=url) if url else _DEFAULT_RATE_LIMIT
 
 
 def _message_capacity(config: RateLimit | None) -> int | None:

@@ -18,6 +18,7 @@ from ._admission import size_bound
 from ._batching import Batcher
 from ._errors import CascadeError, ClientClosedError, ErrorCode, TimeoutError, ValidationError
 from ._models import Message, Result, Route, Status
+from ._ratelimit import Priority
 from ._sending import BatchSender, Failed, StopCall, repeat_rounds
 from ._wire import encode_batch
 
@@ -153,13 +154,20 @@ class Coalescer:
 
         batch = [w.message for w in waiters]
         try:
-            got = await self._sender.send(batch, self._route, marks, alive=alive)
+            got = await self._sender.send(batch, self._route, marks, alive=alive, priority=Priority.INTERACTIVE)
             if isinstance(got, Failed):
                 if self._isolate and len(batch) > 1 and got.splittable:
                     from ._isolate import isolate_bad_messages
 
                     got = await isolate_bad_messages(
-                        self._sender, batch, self._route, marks, got, cap=self._isolate, alive=alive
+                        self._sender,
+                        batch,
+                        self._route,
+                        marks,
+                        got,
+                        cap=self._isolate,
+                        alive=alive,
+                        priority=Priority.INTERACTIVE,
                     )
                 else:
                     got = got.results(batch)

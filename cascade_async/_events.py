@@ -19,6 +19,7 @@ import msgspec
 
 from ._errors import CascadeError
 from ._models import Result, Route
+from ._ratelimit import SharedLimitFallback, SharedLimitRecovered
 
 __all__ = ["BatchCompleted", "BatchSent", "Event", "EventHook", "RetryScheduled"]
 
@@ -57,7 +58,8 @@ class BatchCompleted(msgspec.Struct, frozen=True, kw_only=True):
     results: Sequence[Result]
 
 
-Event = BatchSent | RetryScheduled | BatchCompleted
+#: ``SharedLimitFallback`` and ``SharedLimitRecovered`` come from a shared rate limit (``RateLimit(redis_url=...)``).
+Event = BatchSent | RetryScheduled | BatchCompleted | SharedLimitFallback | SharedLimitRecovered
 
 
 class EventHook(Protocol):

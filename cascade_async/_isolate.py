@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from ._errors import APIError, BadRequestError, ErrorCode
 from ._models import Message, Result, Route, Status
+from ._ratelimit import Priority
 
 if TYPE_CHECKING:
     from ._sending import BatchSender, Failed, Recorder
@@ -37,6 +38,7 @@ async def isolate_bad_messages(
     *,
     cap: int,
     alive: Callable[[int], bool] | None = None,
+    priority: Priority = Priority.BULK,
 ) -> list[Result]:
     """``alive`` (for coalesced sends) says per position whether the message is still wanted."""
     from ._sending import Failed
@@ -61,7 +63,9 @@ async def isolate_bad_messages(
             before = failed.attempts.carried()
             start = before.count
             part_alive = None if alive is None else _offset(alive, a)
-            got = await sender.send(batch[a:b], route, recorder, before, alive=part_alive, max_requests=left)
+            got = await sender.send(
+                batch[a:b], route, recorder, before, alive=part_alive, max_requests=left, priority=priority
+            )
             left -= before.count - start
             halves.append((a, b, got))
         (_, _, g1), (_, _, g2) = halves

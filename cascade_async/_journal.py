@@ -50,6 +50,7 @@ from ._journal_rows import (
 from ._journal_schema import SCHEMA_VERSION, open_journal
 from ._journal_source import ResumeFilter
 from ._models import Message, Result, Route
+from ._ratelimit import Priority
 from ._report import BulkReport
 from ._stream import MessageSource, ResultStream
 
@@ -166,6 +167,7 @@ class Journal:
         resend_unknown: bool = False,
         allow_changes: bool = False,
         input_name: str | None = None,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
     ) -> ResultStream:
         """``client.stream()`` over the messages this journal does not already settle: one
         Result per input, those settled before (or left unknown) from the journal.
@@ -188,7 +190,9 @@ class Journal:
         self._filter = f = ResumeFilter(self._db, run, resend_unknown=resend_unknown, allow_changes=allow_changes)
         source = f.aiter(messages) if isinstance(messages, AsyncIterable) else f.sync(messages)
         # The filter also yields Results, which admission passes through (not in MessageSource's type).
-        return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self)
+        return client.stream(
+            cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority
+        )
 
     async def send_many(
         self,
@@ -199,6 +203,7 @@ class Journal:
         resend_unknown: bool = False,
         allow_changes: bool = False,
         input_name: str | None = None,
+        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
     ) -> BulkReport:
         """``client.send_many()`` through this journal: a ``BulkReport`` of every input in input
         order, those settled by earlier runs included (``from_journal``). Holds every Result in
@@ -212,6 +217,7 @@ class Journal:
             resend_unknown=resend_unknown,
             allow_changes=allow_changes,
             input_name=input_name,
+            priority=priority,
         )
         assert self._filter is not None
         self._filter.order = order

@@ -201,10 +201,12 @@ class Adaptive:
 
     def penalize(self, now: float, retry_after: float | None) -> float:
         """Record a 429 at ``now``; return the end of the pause."""
-        until = now + pause_for(retry_after, self.streak)
-        self.streak += 1
-        # 429s answered during a pause were sent before it: they lower the rate once, not each.
-        if now >= self.paused_until:
+        # 429s answered during a pause were sent before it: they lower the rate and lengthen the backoff
+        # once, not each (eight batches in flight would otherwise pause the account for 2 ** 8 seconds).
+        outside = now >= self.paused_until
+        until = now + pause_for(retry_after, self.streak if outside else max(0, self.streak - 1))
+        if outside:
+            self.streak += 1
             self.lowered_to = max(FLOOR_FACTOR, self.factor(now) * LOWER_FACTOR)
             self.recover_from = until
         self.paused_until = max(self.paused_until, until)

@@ -1,5 +1,10 @@
 """Sending one batch: the rate limiter, one POST per attempt, and tenacity's retry loop.
 
+A 429 is back-pressure, not a failure: the attempt tells the limiter (``penalize``, which
+pauses the whole account), acquires again and resends, without counting an attempt and
+before tenacity sees anything, for as long as the batch deadline allows. Without a rate
+limiter (``rate_limit=None``) a 429 is an ordinary retryable failure.
+
 ``BatchSender.deliver`` turns a batch into exactly one ``Result`` per message. It raises
 only what stops the whole call (``StopCall``: wrong credentials, a wrong endpoint, a closed
 client, a journal that cannot write) or cancellation; every other failure becomes results.
@@ -30,7 +35,7 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route, Status, failure
-from ._ratelimit import Limiter, Priority, RateLimiter
+from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on
 from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
@@ -122,7 +127,7 @@ class BatchSender:
         transport: Transport,
         base_url: str,
         headers: Mapping[str, str],
-        limiter: Limiter | None,
+        limiter: RateLimiter | None,
         policy: RetryPolicy,
         on_event: EventHook | None,
         rng: random.Random | None = None,
@@ -142,14 +147,16 @@ class BatchSender:
         #: client (one URL, one set of credentials) meets it, those in flight with it included.
         self.stopped_by: CascadeError | None = None
 
-    async def post(self, batch: Sequence[Message], body: bytes, route: Route, attempt: int) -> list[Result]:
+    async def post(
+        self, batch: Sequence[Message], body: bytes, route: Route, attempt: int, priority: Priority = Priority.BULK
+    ) -> list[Result]:
         """One rate-limited POST: the results of a 2xx, or the ``CascadeError`` of anything else."""
-        await self._acquire(batch)
+        await self._acquire(batch, priority)
         return await self._request(batch, body, route, attempt)
 
-    async def _acquire(self, batch: Sequence[Message]) -> None:
+    async def _acquire(self, batch: Sequence[Message], priority: Priority) -> None:
         if self._limiter is not None:
-            await self._limiter.acquire(len(batch))
+            await self._limiter.acquire(len(batch), priority=priority)
         if self.closed:
             raise ClientClosedError("the client is closed; nothing more is sent")
 
@@ -162,9 +169,23 @@ class BatchSender:
             self._emit_sent(route, batch, attempt, loop.time() - started, None, exc)
             raise
         self._emit_sent(route, batch, attempt, loop.time() - started, raw.status, None)
-        if classify(raw.status) is not Verdict.OK:
-            raise error_from_response(raw.status, raw.headers, raw.body, route=route.value)
+        error = self._answered(raw, route.value)
+        if error is not None:
+            raise error
         return results_from_acks(batch, raw.body, attempts=attempt)
+
+    def _answered(self, raw: RawResponse, route: str) -> APIError | None:
+        """The error of a non-2xx answer, or None; every answer teaches the limiter (a 429 pauses the
+        account, any other resets its backoff)."""
+        error = None
+        if classify(raw.status) is not Verdict.OK:
+            error = error_from_response(raw.status, raw.headers, raw.body, route=route)
+        if self._limiter is not None:
+            if isinstance(error, RateLimitError):
+                self._limiter.penalize(error.retry_after)
+            else:
+                self._limiter.on_success()
+        return error
 
     async def request_json(
         self,
@@ -240,13 +261,15 @@ class BatchSender:
         alive: Callable[[int], bool] | None = None,
         body: bytes | None = None,
         max_requests: int | None = None,
+        priority: Priority = Priority.BULK,
     ) -> list[Result] | Failed:
         """One batch of unique ids with retries: its results (in ``batch`` order), or its last failure.
 
         ``alive``, given, says per position whether a message is still wanted. It is asked after
         the rate limiter, before every attempt, so a message whose caller gave up (cancelled, or
         past ``send_timeout``) never leaves after that; its position gets a FAILED result that
-        nobody reads. ``max_requests`` caps the attempts (isolation's budget).
+        nobody reads. ``max_requests`` caps the attempts (isolation's budget). A 429 within the
+        batch deadline is handled inside the attempt (see the module's docstring).
         """
         state = attempts or Attempts()
         sending = _Sending(batch, body or encode_batch(batch))
@@ -254,10 +277,10 @@ class BatchSender:
         try:
             async for attempt in retrying:
                 with attempt:
-                    await self._acquire(sending.messages)
-                    if alive is not None and not sending.keep(alive):
+                    answer = await self._throttled(sending, route, state, recorder, priority, alive)
+                    if answer is None:
                         return sending.abandoned()
-                    results = await self._attempt(sending.messages, sending.body, route, state, recorder)
+                    results = answer
         except _STOPPING as exc:
             self.stopped_by = exc
             raise StopCall(exc) from exc
@@ -298,15 +321,15 @@ class BatchSender:
             async for attempt in retrying:
                 with attempt:
                     if self._limiter is not None:
-                        await self._limiter.acquire(0)  # one request, no messages
+                        await self._limiter.acquire(0, priority=Priority.BULK)  # one request, no messages
                     if self.closed:
                         raise ClientClosedError("the client is closed; nothing more is sent")
                     if state.started is None:  # the deadline counts from after the limiter
                         state.started = asyncio.get_running_loop().time()
                     state.count += 1
                     raw = await self._transport(url, self._headers, body)
-                    if classify(raw.status) is not Verdict.OK:
-                        raise error_from_response(raw.status, raw.headers, raw.body, route=path)
+                    if (error := self._answered(raw, path)) is not None:
+                        raise error
         except _STOPPING as exc:
             raise StopCall(exc) from exc
         except CascadeError as exc:
@@ -314,6 +337,36 @@ class BatchSender:
             raise
         self.budget.refund()
         return raw
+
+    async def _throttled(
+        self,
+        sending: _Sending,
+        route: Route,
+        state: Attempts,
+        recorder: Recorder | None,
+        priority: Priority,
+        alive: Callable[[int], bool] | None,
+    ) -> list[Result] | None:
+        """One attempt after the limiter; a 429 the batch deadline allows to wait out is not an attempt:
+        the limiter was told (``_answered``), so acquire again and resend. None: nobody wants the batch."""
+        while True:
+            await self._acquire(sending.messages, priority)
+            if alive is not None and not sending.keep(alive):
+                return None
+            try:
+                return await self._attempt(sending.messages, sending.body, route, state, recorder)
+            except RateLimitError as exc:
+                if not self._is_back_pressure(exc, state):
+                    raise
+                state.count -= 1  # the recorder heard not_sent; the next attempt is dispatched again
+                logger.debug("429 for %d message(s): sent again after the limiter's pause", len(sending.messages))
+
+    def _is_back_pressure(self, exc: RateLimitError, state: Attempts) -> bool:
+        """A 429 goes to the limiter, not the retry loop, while its pause ends within the batch deadline."""
+        if self._limiter is None or state.started is None:
+            return False
+        pause = min(exc.retry_after or 0.0, self.policy.max_retry_after)
+        return asyncio.get_running_loop().time() + pause < state.started + self.policy.deadline
 
     async def _attempt(
         self, batch: Sequence[Message], body: bytes, route: Route, state: Attempts, recorder: Recorder | None
@@ -360,6 +413,7 @@ class BatchSender:
         isolate: int = 0,
         body: bytes | None = None,
         unique: bool = False,
+        priority: Priority = Priority.BULK,
     ) -> list[Result]:
         """Exactly one Result per message of ``batch``, in its order.
 
@@ -370,24 +424,31 @@ class BatchSender:
         are unique (admission with ``dedupe``).
         """
         if unique or len(set(map(_ids, batch))) == len(batch):  # the usual case, in C
-            return await self._deliver_unique(batch, route, recorder, isolate, body)
+            return await self._deliver_unique(batch, route, recorder, isolate, priority, body)
         results: list[Result | None] = [None] * len(batch)
         for indices in repeat_rounds(batch):
             part = [batch[i] for i in indices]
-            for i, r in zip(indices, await self._deliver_unique(part, route, recorder, isolate), strict=True):
+            got = await self._deliver_unique(part, route, recorder, isolate, priority)
+            for i, r in zip(indices, got, strict=True):
                 results[i] = r
         return results  # type: ignore[return-value]  # every index is in exactly one round
 
     async def _deliver_unique(
-        self, batch: Sequence[Message], route: Route, recorder: Recorder | None, isolate: int, body: bytes | None = None
+        self,
+        batch: Sequence[Message],
+        route: Route,
+        recorder: Recorder | None,
+        isolate: int,
+        priority: Priority,
+        body: bytes | None = None,
     ) -> list[Result]:
-        got = await self.send(batch, route, recorder, body=body)
+        got = await self.send(batch, route, recorder, body=body, priority=priority)
         if not isinstance(got, Failed):
             return got
         if isolate and len(batch) > 1 and got.splittable:
             from ._isolate import isolate_bad_messages
 
-            return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate)
+            return await isolate_bad_messages(self, batch, route, recorder, got, cap=isolate, priority=priority)
         return got.results(batch)
 
 

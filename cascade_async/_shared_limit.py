@@ -223,15 +223,22 @@ class SharedLimiter:
         return self._live
 
     async def _call(self, call: Awaitable[T]) -> T:
-        async with asyncio.timeout(self._timeout):
-            return await call
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await call
+        except self._down:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # redis-py may turn our task's cancellation into a connection error: cancel, don't fall back.
+                raise asyncio.CancelledError from None
+            raise
 
     def _start(self) -> None:
         if self._heartbeat is None and not self._closed:
             self._heartbeat = asyncio.get_running_loop().create_task(self._beat())
 
     async def _beat(self) -> None:
-        while True:
+        while not self._closed:  # not only cancellation: a swallowed one must not keep it beating forever
             try:
                 live = await self._call(
                     self._heartbeat_script(
@@ -244,6 +251,10 @@ class SharedLimiter:
             else:
                 self._live = max(1, int(live))
                 if self._fallback is not None:
+                    # Connections opened before the outage are dead: the next acquisition must not find one
+                    # in the pool and fall back again at once.
+                    with contextlib.suppress(*self._down):
+                        await self._redis.connection_pool.disconnect()
                     self._go_shared()
             await asyncio.sleep(HEARTBEAT_INTERVAL)
 
@@ -334,9 +345,10 @@ class SharedLimiter:
         )
 
     def penalize(self, retry_after: float | None) -> None:
-        pause = pause_for(retry_after, self._streak)
-        self._streak += 1
         loop = asyncio.get_running_loop()
+        outside = loop.time() >= self._paused_until  # a pause lengthens the backoff once, as in ``Adaptive``
+        pause = pause_for(retry_after, self._streak if outside else max(0, self._streak - 1))
+        self._streak += outside
         self._paused_until = max(self._paused_until, loop.time() + pause)
         if self._fallback is not None:
             self._fallback.penalize(pause)

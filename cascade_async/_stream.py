@@ -36,6 +36,7 @@ from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
+from ._ratelimit import Priority
 from ._sending import BatchSender, Recorder, StopCall
 from ._templates import Personalised, Rejected, TemplateItems
 from ._uploads import Uploads
@@ -94,6 +95,7 @@ class ResultStream:
         recorder: Recorder | None = None,
         isolate: int = 0,
         on_start: Callable[[ResultStream], None] | None = None,
+        priority: Priority = Priority.BULK,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -106,6 +108,7 @@ class ResultStream:
         self._recorder = recorder
         self._isolate = isolate
         self._on_start = on_start
+        self._priority = priority
         self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
         self._uploads: Uploads | None = None  # made at the first templated message
         self._unique = dedupe  # admission lets no id through twice
@@ -399,6 +402,7 @@ class ResultStream:
                     isolate=self._isolate,
                     body=batch.body if todo is batch else None,
                     unique=self._unique,
+                    priority=self._priority,
                 )
                 results = refused + results if refused else results
         except StopCall as exc:

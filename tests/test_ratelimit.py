@@ -282,3 +282,12 @@ def test_backoff_streak_resets_on_success() -> None:
         return ends
 
     assert run_virtual(main()) == [1.0, 2.0, 4.0, 1.0]
+
+
+def test_429s_answered_during_a_pause_lengthen_the_backoff_once() -> None:
+    a = Adaptive()
+    assert a.penalize(0.0, None) == 1.0
+    for _ in range(7):  # the other batches that were in flight
+        a.penalize(0.01, None)
+    assert a.paused_until == pytest.approx(1.01)  # not 2 ** 7 seconds
+    assert a.penalize(1.5, None) == 3.5  # the next pause, after it, doubles

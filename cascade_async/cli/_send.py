@@ -21,7 +21,7 @@ from .._inputs import FORMATS, detect_format, read_messages
 from .._journal import Journal
 from .._models import Message, Result
 from .._outputs import ResultWriter, output_format
-from .._ratelimit import RateLimit
+from .._ratelimit import Priority, RateLimit
 from .._report import Tally
 from .._variables import Variable
 from ..sandbox import Sandbox
@@ -51,6 +51,7 @@ class Job:
     allow_changes: bool = False
     input_name: str | None = None
     template: TemplateJob | None = None
+    priority: Priority = Priority.BULK
 
 
 @click.command()
@@ -73,6 +74,23 @@ class Job:
     default=100.0,
     show_default=True,
     help="Requests per second (burst 1.5x).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="CASCADE_REDIS_URL",
+    show_envvar=True,
+    default=None,
+    metavar="URL",
+    help="Share the rate limit with every process on this account through Redis (needs cascade-async[redis]). "
+    "The password is never printed.",
+)
+@click.option(
+    "--priority",
+    type=click.Choice(["bulk", "interactive"]),
+    default="bulk",
+    show_default=True,
+    help="bulk leaves the rate limit's interactive reserve to interactive senders.",
 )
 @click.option(
     "--output",
@@ -159,6 +177,7 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
                 allow_changes=options["allow_changes"],
                 input_name="-" if file == "-" else os.path.abspath(file),
                 template=template,
+                priority=Priority(options["priority"]),
             )
             code = asyncio.run(run(job, out, err))
     sys.exit(code)
@@ -188,7 +207,9 @@ def _client_options(options: dict[str, Any]) -> dict[str, Any]:
         "route": ROUTES[options["route"]],
         "batch_size": options["batch_size"],
         "max_in_flight": options["max_in_flight"],
-        "rate_limit": RateLimit(requests_per_second=rate, burst=max(1, int(rate * 1.5))),
+        "rate_limit": RateLimit(
+            requests_per_second=rate, burst=max(1, int(rate * 1.5)), redis_url=options["redis_url"] or None
+        ),
     }
 
 
@@ -278,7 +299,7 @@ async def run(job: Job, out: Console, err: Console) -> int:
     async with _target(job, err) as options:
         try:
             client = CascadeClient(**options)
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:
             err.print(f"error: {exc}", markup=False)
             return EXIT_USAGE
         tally = Tally()
@@ -326,9 +347,14 @@ def _source(job: Job) -> Any:
 
 def _stream(job: Job, client: CascadeClient, source: Any) -> Any:
     if job.journal is None:
-        return client.stream(source)
+        return client.stream(source, priority=job.priority)
     return job.journal.stream(
-        client, source, resend_unknown=job.resend_unknown, allow_changes=job.allow_changes, input_name=job.input_name
+        client,
+        source,
+        resend_unknown=job.resend_unknown,
+        allow_changes=job.allow_changes,
+        input_name=job.input_name,
+        priority=job.priority,
     )
 
 

@@ -1,0 +1,93 @@
+"""One process of ``multi_process.py``: ``_mp_child.py bulk|interactive URL START END BATCH``.
+
+bulk: ``send_many`` of messages produced until wall time END. interactive: one ``send()`` every
+150 ms until END. The limit is the client's default: shared when ``$CASCADE_REDIS_URL`` is set.
+Prints one JSON object: results, latencies (interactive), CPU seconds, requests and 429s seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from cascade_async import BatchSent, CascadeClient, Event, Message, MessageType, RateLimit
+
+INTERVAL = 0.15
+
+
+def message(prefix: str, i: int) -> Message:
+    return Message(
+        id=f"{prefix}-{i}", from_name="Shop", to_phone="+380501234567", message_type=MessageType.TRANSACTION, text="hi"
+    )
+
+
+def until(prefix: str, end: float) -> Iterator[Message]:
+    i = 0
+    while time.time() < end:
+        yield message(prefix, i)
+        i += 1
+
+
+async def main(mode: str, url: str, start: float, end: float, batch: int) -> dict[str, Any]:
+    seen = {"requests": 0, "429": 0, "events": 0}
+
+    def hook(event: Event) -> None:
+        if isinstance(event, BatchSent):
+            seen["requests"] += 1
+            seen["429"] += event.status == 429
+        elif type(event).__name__.startswith("SharedLimit"):
+            seen["events"] += 1
+
+    out: dict[str, Any] = {"latencies": []}
+    prefix = f"{mode[0]}{os.getpid()}"
+    options: dict[str, Any] = {}
+    if reserve := os.environ.get("BENCH_RESERVE"):  # the trade-off runs: the shared limit with another reserve
+        options["rate_limit"] = RateLimit(redis_url=os.environ["CASCADE_REDIS_URL"], interactive_reserve=int(reserve))
+    async with CascadeClient(base_url=url, batch_size=batch, on_event=hook, **options) as client:
+        await client.send(message(prefix + "warm", 0))  # connect, load the script: not measured
+        await asyncio.sleep(max(0.0, start - time.time()))
+        cpu0 = time.process_time()
+        if mode == "bulk":
+            report = await client.send_many(until(prefix, end))
+            results = [report[tid] for tid in report]
+        else:
+            results = []
+            while time.time() < end:
+                began = time.perf_counter()
+                try:
+                    results.append(await client.send(message(prefix, len(results))))
+                except Exception:
+                    out.setdefault("errors", 0)
+                    out["errors"] += 1
+                out["latencies"].append(time.perf_counter() - began)
+                await asyncio.sleep(max(0.0, INTERVAL - (time.perf_counter() - began)))
+        out["cpu"] = time.process_time() - cpu0
+    out["messages"] = len(results) + out.get("errors", 0)
+    out["failed"] = sum(not r.ok for r in results) + out.get("errors", 0)
+    out["max_attempts"] = max((r.attempts for r in results), default=0)
+    out["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.update(seen)
+    return out
+
+
+def dump_tasks(*_: object) -> None:
+    """On SIGUSR1: every task's stack, to stderr (to see where a stuck run waits)."""
+    for task in asyncio.all_tasks(loop):
+        task.print_stack(file=sys.stderr)
+
+
+if __name__ == "__main__":
+    import signal
+
+    loop = asyncio.new_event_loop()
+    signal.signal(signal.SIGUSR1, dump_tasks)
+    mode, url, start, end, batch = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+    print(json.dumps(loop.run_until_complete(main(mode, url, start, end, batch))))
