@@ -405,6 +405,17 @@ def _renderer(job: _Job) -> Callable[[Any, int], TemplateItem | None]:
     pool_get = job.pool.get if job.pool is not None else None
     no_placeholders: list[str] = []
 
+    def wire(row: Any, n: int, phone: str, text: str) -> dict[str, Any]:
+        tid = row.get(id_field)
+        if tid is None or tid == "":
+            tid = f"{id_prefix}-{n}"
+        elif type(tid) is not str:
+            tid = str(tid)
+        message = {"id": tid, "fromName": from_name, "toPhone": phone, "messageType": message_type, "text": text}
+        if extra:
+            message.update(extra)
+        return message
+
     def render_plain(row: Any, n: int) -> TemplateItem | None:
         try:
             text = fast(values := getter(row), no_placeholders)
@@ -412,15 +423,7 @@ def _renderer(job: _Job) -> Callable[[Any, int], TemplateItem | None]:
             return checked(job, row, n)
         if text is None or sensitive:
             return checked(job, row, n)
-        tid = row.get(id_field)
-        if tid is None or tid == "":
-            tid = f"{id_prefix}-{n}"
-        elif type(tid) is not str:
-            tid = str(tid)
-        message = {"id": tid, "fromName": from_name, "toPhone": values[0], "messageType": message_type, "text": text}
-        if extra:
-            message.update(extra)
-        return message
+        return wire(row, n, values[0], text)
 
     if not var_slots or pool_get is None:
         return render_plain
@@ -441,14 +444,7 @@ def _renderer(job: _Job) -> Callable[[Any, int], TemplateItem | None]:
             return checked(job, row, n)
         if text is None or sensitive:
             return checked(job, row, n)
-        tid = row.get(id_field)
-        if tid is None or tid == "":
-            tid = f"{id_prefix}-{n}"
-        elif type(tid) is not str:
-            tid = str(tid)
-        message = {"id": tid, "fromName": from_name, "toPhone": values[0], "messageType": message_type, "text": text}
-        if extra:
-            message.update(extra)
+        message = wire(row, n, values[0], text)
         return Personalised(message, (variables[0],) if len(variables) == 1 else tuple(dict.fromkeys(variables)))
 
     return render
