@@ -167,16 +167,19 @@ def report_from_json(
 
 
 def _decimal(value: Any) -> Decimal | None:
+    """A finite Decimal, or None: a cost of NaN or Infinity is no cost at all (it would poison
+    every sum it joins)."""
     if isinstance(value, bool):
         return None
+    number: Decimal | None = None
     if isinstance(value, (int, Decimal)):
-        return Decimal(value)
-    if isinstance(value, str):
+        number = Decimal(value)
+    elif isinstance(value, str):
         try:
-            return Decimal(value.strip())
+            number = Decimal(value.strip())
         except ArithmeticError:
             return None
-    return None
+    return number if number is not None and number.is_finite() else None
 
 
 def _int(value: Any) -> int | None:

@@ -77,6 +77,15 @@ _PASSWORD_PARAMS: Final = {"password", "pass", "auth", "token", "secret"}
 
 def redact_url(url: str) -> str:
     """``url`` with any password replaced by ``***``: ``redis://:***@host:6379/0``."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        # Everything up to the last "@" is credentials, whatever it holds: a raw password may
+        # contain "#", "?" or "/", which would end the host part for urlsplit and expose it.
+        userinfo, _, rest = rest.rpartition("@")
+        user, has_password, _ = userinfo.partition(":")
+        if "/" in user or "?" in user or "#" in user:
+            user, has_password = "", ":"
+        url = f"{scheme}://{user}:***@{rest}" if has_password else f"{scheme}://***@{rest}"
     try:
         parts = urlsplit(url)
         netloc = parts.netloc

@@ -99,3 +99,11 @@ def _r(status: str) -> DeliveryReport:
 def test_statuses_only_move_forward(old: str | None, new: str, kept: str) -> None:
     got = forward(None if old is None else _r(old), _r(new))
     assert got.raw_status == kept
+
+
+@pytest.mark.parametrize("cost", ["sNaN", "NaN", "Infinity", "-Infinity"])
+def test_a_cost_that_is_not_a_finite_number_is_no_cost(cost: str) -> None:
+    from cascade_async.webhooks import parse_report
+
+    report = parse_report(b'{"messageId": "m-1", "deliverystatus": "delivered", "cost": "' + cost.encode() + b'"}')
+    assert report.cost is None

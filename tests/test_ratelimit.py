@@ -40,6 +40,9 @@ def now() -> float:
         pytest.param("redis://:p%40ss@redis/1", "redis://:***@redis/1", id="escaped-password"),
         pytest.param("redis://redis/0?password=s3cret&db=2", "redis://redis/0?password=***&db=2", id="query-password"),
         pytest.param("unix://:s3cret@/tmp/redis.sock", "unix://:***@/tmp/redis.sock", id="unix-socket"),
+        pytest.param("redis://:s3cret#x@redis:1/0", "redis://:***@redis:1/0", id="raw-hash-in-password"),
+        pytest.param("redis://:s3cret/x@redis:1/0", "redis://:***@redis:1/0", id="raw-slash-in-password"),
+        pytest.param("redis://:s3cret?x@redis:1/0", "redis://:***@redis:1/0", id="raw-question-mark-in-password"),
     ],
 )
 def test_redact_url_hides_passwords(url: str, redacted: str) -> None:

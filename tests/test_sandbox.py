@@ -216,3 +216,22 @@ async def test_statuses_of_results(sandbox: Sandbox) -> None:
         report = await c.send_many([m(id="s1"), m(id="s2", toPhone="bad")])
     assert report["s1"].status is Status.ACCEPTED
     assert report["s2"].status is Status.REJECTED
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Host": "evil.example"}, id="rebound-host"),
+        pytest.param({"Origin": "http://evil.example"}, id="cross-site-form"),
+    ],
+)
+async def test_the_control_routes_refuse_callers_that_are_not_local(headers: dict[str, str]) -> None:
+    import aiohttp
+
+    async with Sandbox() as sb, aiohttp.ClientSession() as http:
+        async with http.post(sb.url + "/sandbox/reset", headers=headers) as resp:
+            assert resp.status == 403
+        async with http.get(sb.url + "/sandbox/stats", headers=headers) as resp:
+            assert resp.status == 403
+        async with http.post(sb.url + "/sandbox/reset") as resp:
+            assert resp.status in (200, 204)

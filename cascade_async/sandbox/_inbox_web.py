@@ -15,6 +15,7 @@ import math
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 import msgspec
 from aiohttp import web
@@ -115,6 +116,23 @@ def _query(request: web.Request) -> Query:
     return Query(
         phone=_phone(request), q=request.query.get("q", "").strip(), after_seq=after_seq, after_time=after_time
     )
+
+
+def local_only(handler: Handler, allowed_hosts: Iterable[str]) -> Handler:
+    """For the sandbox's own control routes (stats, reset): the inbox's Host check, and no
+    request sent by a web page of another origin (a cross-site form POST needs no preflight)."""
+    allowed = frozenset(h.lower() for h in allowed_hosts)
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        origin_host = urlsplit(origin).netloc if origin else None
+        if not host_allowed(request.headers.get("Host"), allowed) or (
+            origin_host is not None and not host_allowed(origin_host, allowed)
+        ):
+            return _error(403, "FORBIDDEN_HOST", "the sandbox's control routes answer only to local callers")
+        return await handler(request)
+
+    return checked
 
 
 def install_inbox(app: web.Application, inbox: Inbox, allowed_hosts: Iterable[str]) -> None:

@@ -22,7 +22,7 @@ from ._delivery import DeliverySim
 from ._faults import FaultPlan, RateGate, drop
 from ._helpers import InboxHelpers
 from ._inbox import DEFAULT_MAX_AGE, DEFAULT_MAX_MESSAGES, Inbox
-from ._inbox_web import install_inbox
+from ._inbox_web import install_inbox, local_only
 from ._variables import VariableStore, account_of
 
 __all__ = ["Sandbox", "SandboxStats"]
@@ -171,8 +171,8 @@ class Sandbox(InboxHelpers):
         for route in Route:
             app.router.add_post(route.value, self._handle)
         app.router.add_post("/api/items", self._handle_items)
-        app.router.add_get("/sandbox/stats", self._handle_stats)
-        app.router.add_post("/sandbox/reset", self._handle_reset)
+        app.router.add_get("/sandbox/stats", local_only(self._handle_stats, self.allowed_hosts))
+        app.router.add_post("/sandbox/reset", local_only(self._handle_reset, self.allowed_hosts))
         self.delivery.install(app)
         if self.inbox is not None:
             install_inbox(app, self.inbox, self.allowed_hosts)
