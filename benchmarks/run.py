@@ -31,7 +31,7 @@ VARIANTS = {
 def bulk(n: int, latency: float, repeats: int) -> list[dict[str, Any]]:
     """Each variant ``repeats`` times, interleaved (the machine is shared and noisy): the median run."""
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
-    with sandbox_process("--latency", str(latency), "--no-record") as url:
+    with sandbox_process("--latency", str(latency), "--no-record", "--no-inbox", "--no-delivery") as url:
         run_child("bulk_client.py", "d", url, str(min(n, 20_000)))  # warm the server up
         for i in range(repeats):
             for variant in VARIANTS:
@@ -59,7 +59,7 @@ def bulk(n: int, latency: float, repeats: int) -> list[dict[str, Any]]:
 
 def streaming_memory(sizes: list[int]) -> list[dict[str, Any]]:
     rows = []
-    with sandbox_process("--no-record") as url:
+    with sandbox_process("--no-record", "--no-inbox", "--no-delivery") as url:
         for dedupe in ("dedupe", "no-dedupe"):
             for n in sizes:
                 rows.append(run_child("stream_memory.py", url, str(n), dedupe))

@@ -32,6 +32,7 @@ __all__ = ["sandbox_command"]
 @click.option("--reject-prefix", multiple=True, help="toPhone prefixes answered with 400 INVALID_PHONE.")
 @click.option("--no-record", is_flag=True, help="Do not keep accepted messages (long benchmark runs).")
 @click.option("--no-inbox", is_flag=True, help="Serve no inbox page (it keeps a bounded number of messages).")
+@click.option("--no-delivery", is_flag=True, help="Keep no delivery statuses (long send benchmarks).")
 @click.option("--allow-host", multiple=True, help="Host names the inbox answers to besides loopback and --host.")
 @click.option("--seed", type=int, default=None)
 @click.option(
@@ -59,6 +60,7 @@ def sandbox_command(
     reject_prefix: tuple[str, ...],
     no_record: bool,
     no_inbox: bool,
+    no_delivery: bool,
     allow_host: tuple[str, ...],
     seed: int | None,
     delivery_steps: tuple[float, float],
@@ -89,6 +91,7 @@ def sandbox_command(
             record=not no_record,
             seed=seed,
             inbox=not no_inbox,
+            delivery=not no_delivery,
             allowed_hosts=allow_host,
             delivery_steps=delivery_steps,
             status_rate_limit=status_rate_limit,

@@ -83,6 +83,7 @@ class Sandbox(InboxHelpers):
         seed: int | None = None,
         ssl_context: ssl.SSLContext | None = None,
         inbox: bool = True,
+        delivery: bool = True,
         inbox_max_messages: int = DEFAULT_MAX_MESSAGES,
         inbox_max_age: float = DEFAULT_MAX_AGE,
         allowed_hosts: Iterable[str] = (),
@@ -127,6 +128,8 @@ class Sandbox(InboxHelpers):
         if self.inbox is not None:
             self.inbox.delivery = self.delivery.progress  # the inbox shows the moving status and channel
         self.variables = VariableStore()  # POST /api/items, per account
+        #: False: no delivery statuses are kept (long send benchmarks; status GETs then 404).
+        self.simulate_delivery = delivery
 
     # --- control --------------------------------------------------------------------
 
@@ -334,7 +337,8 @@ class Sandbox(InboxHelpers):
         return _error(r.status, r.code, r.message, r.field)
 
     def _accept(self, messages: list[dict[str, Any]], ids: list[str], path: str) -> None:
-        self.delivery.add(messages, ids, path)
+        if self.simulate_delivery:
+            self.delivery.add(messages, ids, path)
         if self.inbox is not None:
             self.inbox.add(messages, ids, path)
         self._accepted_requests += 1
