@@ -159,3 +159,16 @@ def test_the_inbox_shows_the_channel_that_delivered_a_message() -> None:
     assert status == "delivered"
     assert channel == "viber"
     assert sim.progress("unknown") is None
+
+
+async def test_a_sandbox_without_delivery_simulation_keeps_no_statuses() -> None:
+    from cascade_async import CascadeClient, Message
+    from cascade_async.sandbox import Sandbox
+
+    message = Message.from_dict(
+        {"id": "nd-1", "fromName": "Shop", "toPhone": "+380501234567", "messageType": "transaction", "text": "hi"}
+    )
+    async with Sandbox(delivery=False) as sb, CascadeClient(api_key="k", base_url=sb.url) as client:
+        result = await client.send(message)
+        assert result.message_id is not None
+        assert sb.delivery.status(result.message_id) is None
