@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -8,6 +8,8 @@ import aioresponses.core
 import pytest
 
 from cascade_async.sandbox import Sandbox
+
+from .redis_support import RedisServer, require_server
 
 pytest_plugins = ["pytester"]
 
@@ -50,3 +52,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             terminalreporter.write_line(f"{scenario}:")
             for key, value in numbers.items():
                 terminalreporter.write_line(f"    {key}: {value}")
+
+
+# --- a real Valkey/Redis server, one per test module that asks for it ---------------------------
+@pytest.fixture(scope="module")
+def valkey() -> Iterator[RedisServer]:
+    s = RedisServer(require_server())
+    s.start()
+    yield s
+    s.kill()

@@ -11,7 +11,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +24,6 @@ from .redis_support import PASSWORD, RedisServer, require_server
 
 CHILD = str(Path(__file__).with_name("many_child.py"))
 SECRET = "sk-many-SECRET-777"
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[RedisServer]:
-    s = RedisServer(require_server())
-    s.start()
-    yield s
-    s.kill()
 
 
 @pytest.fixture

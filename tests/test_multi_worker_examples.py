@@ -11,7 +11,6 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +21,13 @@ import redis
 from cascade_async import credential_key
 from cascade_async.pytest_plugin import SandboxThread
 
-from .redis_support import PASSWORD, RedisServer, free_port, require_server
+from .redis_support import PASSWORD, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "sk-multi-worker-SECRET"
 
 pytest.importorskip("uvicorn", reason="the examples extra: pip install -e '.[examples]'")
 pytest.importorskip("taskiq_redis", reason="the examples extra: pip install -e '.[examples]'")
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[RedisServer]:
-    s = RedisServer(require_server())
-    s.start()
-    yield s
-    s.kill()
 
 
 def environ(valkey: RedisServer, base_url: str) -> dict[str, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,14 +22,6 @@ from .redis_support import PASSWORD, RedisServer, free_port, require_server
 from .support import FakeTransport, msg
 
 SECRET = "sk-shared-client-SECRET"
-
-
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[RedisServer]:
-    s = RedisServer(require_server())
-    s.start()
-    yield s
-    s.kill()
 
 
 @pytest.fixture(autouse=True)
