@@ -273,7 +273,10 @@ class BatchSender:
         """
         state = attempts or Attempts()
         sending = _Sending(batch, body or encode_batch(batch))
-        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, len(batch)), state, max_requests)
+        # The hook must not close over the batch: tenacity's objects form a reference cycle, which
+        # would keep every batch (messages and body) alive until the next full gc collection.
+        size = len(batch)
+        stop, retrying = self._retrying(lambda rs: self._before_sleep(rs, route, size), state, max_requests)
         try:
             async for attempt in retrying:
                 with attempt:

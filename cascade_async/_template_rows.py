@@ -271,7 +271,9 @@ def _shown(value: object, spec: str) -> str | _Problem:
     if isinstance(value, str):
         shown = value
     elif isinstance(value, int | float | Decimal) and not isinstance(value, bool):
-        if not (value.is_finite() if isinstance(value, Decimal) else math.isfinite(value)):
+        if (isinstance(value, float) and not math.isfinite(value)) or (
+            isinstance(value, Decimal) and not value.is_finite()
+        ):
             return _Problem(f"must be a finite number, not {value}")
         shown = value  # type: ignore[assignment]  # formatted below, with its spec
     else:
@@ -279,7 +281,7 @@ def _shown(value: object, spec: str) -> str | _Problem:
     try:
         return format(shown, spec)
     except (TypeError, ValueError) as exc:
-        return _Problem(f"cannot format {str(value)[:60]!r} with {{:{spec}}}: {exc}")
+        return _Problem(f"cannot format this {type(value).__name__} with {{:{spec}}}: {exc}")
 
 
 def _blank(value: object) -> bool:

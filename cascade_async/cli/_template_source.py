@@ -27,14 +27,14 @@ from typing import IO, Any, Final, TypeVar
 import click
 import msgspec
 
-from .._errors import ErrorCode, ValidationError
+from .._errors import ErrorCode, JournalError, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
 from .._models import MessageType
 from .._templates import Template, TemplateItems
 from .._variable_ids import VariablePool
 
-__all__ = ["TemplateJob", "read_rows", "template_job", "template_options"]
+__all__ = ["TemplateJob", "check_resumable", "read_rows", "template_job", "template_options"]
 
 _CHUNK: Final = 2000
 Row = dict[str, Any] | BadLine
@@ -132,6 +132,19 @@ def template_job(file: str, options: dict[str, Any]) -> TemplateJob | None:
         scheduled=scheduled,
         survey_options=tuple(options["survey_option"]) or None,
     )
+
+
+def check_resumable(job: TemplateJob | None, journal: Journal | None) -> None:
+    """Refuse to resume a journaled template job whose variable ids were lost: new ids would change
+    every text with a link, and each such message would come out as CONTENT_CHANGED."""
+    if job is None or journal is None or not job.template.variable_fields:
+        return
+    path = journal.path + ".variables.jsonl"
+    if not os.path.exists(path) and any(journal.counts().values()):
+        raise JournalError(
+            f"{path} is missing: it holds the variable ids this job used, and the journal has messages "
+            "from an earlier run. Restore the file, or start the job with a new journal."
+        )
 
 
 def journal_pool(journal_path: str) -> tuple[VariablePool, Any]:
