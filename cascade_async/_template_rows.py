@@ -1,14 +1,9 @@
-"""The per-row work of a template job: one row in, one item out.
+"""The per-row work of a template job: one row in, one item out, one check at a time.
 
-``compile_renderer(job)`` builds, once per job, a Python function whose body is the template
-itself: one ``itemgetter`` call fetches the phone and every field, one f-string joins literals,
-values and placeholders, and the wire dict is built in the same frame (one Python call per row).
-The text and specs are bound as globals, never pasted into code. It takes rows whose values are all
-non-blank strings that add no ``%``; any other row goes to ``render_checked``, which does one check
-at a time so that the rejection names the field and the problem.
-
-Both return None when the pool's block is spent (the caller refills it and renders the row again);
-a row's id is checked against the job's earlier rows (``RowIds``) only once its item is decided.
+``render_checked`` takes any row the generated code (``_template_codegen``) does not: it checks one
+thing at a time so that a rejection names the field and the problem. It returns None when the
+pool's block is spent (the caller refills it and renders the row again); a row's id is checked
+against the job's earlier rows (``RowIds``) only once its item is decided.
 """
 
 from __future__ import annotations
@@ -25,12 +20,12 @@ from ._errors import ErrorCode, ValidationError
 from ._inputs import BadLine
 from ._template_ids import RowIds
 from ._variable_ids import VariablePool
-from ._variables import PLACEHOLDER, Variable, VariableType
+from ._variables import PLACEHOLDER, Variable
 
 if TYPE_CHECKING:
     from ._templates import Template
 
-__all__ = ["Job", "Personalised", "Rejected", "TemplateItem", "compile_renderer", "render_checked"]
+__all__ = ["Job", "Personalised", "Rejected", "TemplateItem", "duplicate", "render_checked"]
 
 
 # gc=False: it holds a wire dict of strings and Variables (themselves untracked), so it can never
@@ -51,7 +46,6 @@ class Rejected(msgspec.Struct, frozen=True):
 
 
 TemplateItem: TypeAlias = dict[str, Any] | Personalised | Rejected
-Renderer: TypeAlias = Callable[[Any, int], TemplateItem | None]
 
 
 class Job:
@@ -98,103 +92,6 @@ class Job:
         )
 
 
-def compile_renderer(job: Job) -> Renderer:
-    """The job's row function (see the module docstring)."""
-    template = job.template
-    fields = template._fields
-    pool = job.pool
-    # A spec may add "%" (a fill character, a percentage): only the checked path looks at the result.
-    percent_spec = any("%" in spec for _, spec, _ in fields)
-    if template._percent_sensitive or percent_spec or (pool is None and template.variable_fields):
-        return lambda row, n: render_checked(job, row, n)
-    names: dict[str, Any] = {
-        "getter": job.getter,
-        "checked": render_checked,
-        "job": job,
-        "claimed": job.ids.claimed,
-        "explicit": job.ids.explicit,
-        "duplicate": _duplicate,
-        "Personalised": Personalised,
-        "id_field": job.id_field,
-        "prefix": job.id_prefix,
-        "from_name": job.from_name,
-        "message_type": job.message_type,
-        "extra": job.extra,
-        "new": pool.new if pool is not None else None,
-    }
-    count = len(fields)
-    checks = ["f0.strip()"]
-    lookups: list[str] = []
-    parts: list[str] = []
-    slots: list[str] = []
-    for i, literal in enumerate(template._literals):
-        if literal:
-            names[f"l{i}"] = literal
-            parts.append(f"{{l{i}}}")
-        if i == count:
-            break
-        _, spec, kind = fields[i]
-        value = f"f{i + 1}"
-        if kind is not None:  # the pool checks the value when it gives it an id
-            assert pool is not None
-            var = f"v{len(slots)}"
-            names[f"k{len(slots)}"], names[f"K{len(slots)}"] = pool.known(kind), kind
-            lookups += [
-                f"        {var} = k{len(slots)}.get({value})",
-                f"        if {var} is None:",
-                f"            {var} = new(K{len(slots)}, {value})",
-                f"            if {var} is None:",
-                "                return None",
-            ]
-            parts.append(f"%{kind.value}={{{var}.id}}%")
-            slots.append(var)
-            continue
-        checks += [f"{value}.strip()", f"'%' not in {value}"]
-        if spec:
-            names[f"s{i}"] = spec
-            parts.append(f"{{{value}:{{s{i}}}}}")
-        else:
-            parts.append(f"{{{value}}}")
-    unpack = ", ".join(f"f{i}" for i in range(count + 1))
-    message = "{'id': tid, 'fromName': from_name, 'toPhone': f0, 'messageType': message_type, 'text': text"
-    message += ", **extra}" if job.extra else "}"
-    if not slots:
-        item = "message"
-    elif len(slots) == 1:
-        item = f"Personalised(message, ({slots[0]},))"
-    else:
-        item = f"Personalised(message, tuple(dict.fromkeys(({', '.join(slots)},))))"
-    source = "\n".join(
-        [
-            "def render(row, n):",
-            "    try:",
-            f"        {unpack}, = getter(row)",
-            f"        if not ({' and '.join(checks)}):",
-            "            return checked(job, row, n)",
-            *lookups,
-            f"        text = f'{''.join(parts)}'",
-            "        tid = row.get(id_field)",
-            "    except (KeyError, TypeError, ValueError, AttributeError):  # a ValidationError is a ValueError",
-            "        return checked(job, row, n)",
-            "    if tid is None or tid == '':",
-            "        tid = f'{prefix}-{n}'",
-            "        if claimed and n in claimed:",
-            "            return duplicate(tid, n)",
-            "    else:",
-            "        if type(tid) is not str:",
-            "            tid = str(tid)",
-            "        if not explicit(tid, n):",
-            "            return duplicate(tid, n)",
-            f"    message = {message}",
-            f"    return {item}",
-            "",
-        ]
-    )
-    exec(source, names)
-    render: Renderer = names["render"]
-    return render
-
-
 def render_checked(job: Job, row: Mapping[str, Any] | BadLine, n: int) -> TemplateItem | None:
     """One row, one check at a time; its id checked once the item is decided."""
     tid: Any = row.get(job.id_field) if isinstance(row, Mapping) else None
@@ -204,7 +101,7 @@ def render_checked(job: Job, row: Mapping[str, Any] | BadLine, n: int) -> Templa
     if item is None:
         return None
     fresh = job.ids.derived(n) if derived else job.ids.explicit(tid, n)
-    return item if fresh else _duplicate(tid, n)
+    return item if fresh else duplicate(tid, n)
 
 
 def _decide(job: Job, row: Mapping[str, Any] | BadLine, n: int, tid: str) -> TemplateItem | None:
@@ -292,10 +189,6 @@ def _reject(tid: str, n: int, field: str | None, problem: str, code: str = Error
     return Rejected(tid, ValidationError(problem, field=field, tracking_id=tid, code=code), n)
 
 
-def _duplicate(tid: str, n: int) -> Rejected:
+def duplicate(tid: str, n: int) -> Rejected:
     problem = "repeats a tracking id already used in this call; not sent twice"
     return Rejected(tid, ValidationError(problem, field="id", tracking_id=tid, code=ErrorCode.DUPLICATE_ID), n)
-
-
-# The wire form of a variable type in a placeholder, checked once: it is pasted into generated code.
-assert all(t.value.isidentifier() for t in VariableType)

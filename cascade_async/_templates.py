@@ -39,27 +39,23 @@ from __future__ import annotations
 import datetime as _dt
 import itertools
 import string
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, Final, TypeAlias
+from collections.abc import Sequence
+from typing import Any, Final
 
 import msgspec
 
 from ._errors import ValidationError
-from ._inputs import BadLine
 from ._models import MessageType
-from ._template_rows import Job, Personalised, Rejected, TemplateItem, compile_renderer
+from ._template_items import RowLists, Rows, TemplateItems
+from ._template_rows import Job, Personalised, Rejected, TemplateItem
 from ._variable_ids import VariablePool
 from ._variables import PLACEHOLDER, Variable, VariableType, find_placeholders
 
-__all__ = ["Personalised", "Rejected", "Template", "TemplateItem", "TemplateItems"]
+__all__ = ["Personalised", "Rejected", "RowLists", "Template", "TemplateItem", "TemplateItems"]
 
 _VARIABLE_SPECS: Final = {"url": VariableType.URL, "short_url": VariableType.SHORT_URL}
 _KEYWORDS: Final = tuple(f"{t.value}=" for t in VariableType)
 _HOLE: Final = "\x00"  # stands for a client-side value in the static analysis below
-
-
-#: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
-Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
 
 
 class Template:
@@ -185,85 +181,6 @@ class Template:
                 expected.append((var.type.value, str(var.id)))
             expected.extend(self._expected[i + 1])
         return [(m.group(1), m.group(2)) for m in PLACEHOLDER.finditer(text)] == expected
-
-
-class TemplateItems(AsyncIterator[TemplateItem]):
-    """What ``Template.messages()`` returns: an async iterator of items, one per row.
-
-    ``client.stream()`` reads it a chunk at a time (``chunks``), so that whole chunks are checked
-    in C as pre-rendered wire dicts are. Iterate it once, either way.
-    """
-
-    def __init__(self, job: Job, rows: Rows) -> None:
-        self._job = job
-        self._rows = rows
-        self._items: AsyncIterator[TemplateItem] | None = None
-
-    async def __anext__(self) -> TemplateItem:
-        if self._items is None:
-            self._items = _generate(self._job, self._rows)
-        return await self._items.__anext__()
-
-    async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
-        """The items in lists of up to ``size``. Rows from an async source that pauses wait in
-        the current list until the next row comes or the rows end."""
-        job, rows = self._job, self._rows
-        render = compile_renderer(job)
-        chunk: list[TemplateItem] = []
-        n = 0
-        source: Iterable[Any] = rows if not isinstance(rows, AsyncIterable) else ()
-        async_rows = rows.__aiter__() if isinstance(rows, AsyncIterable) else None
-        sync_rows = iter(source)
-        while True:
-            if async_rows is not None:
-                try:
-                    row = await async_rows.__anext__()
-                except StopAsyncIteration:
-                    break
-            else:
-                got: Any = next(sync_rows, _END)
-                if got is _END:
-                    break
-                row = got
-            n += 1
-            item = render(row, n)
-            while item is None:
-                await _refill(job)
-                item = render(row, n)
-            chunk.append(item)
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-
-_END: Final = object()
-
-
-async def _generate(job: Job, rows: Rows) -> AsyncIterator[TemplateItem]:
-    render = compile_renderer(job)
-    if isinstance(rows, AsyncIterable):
-        n = 0
-        async for row in rows:
-            n += 1
-            item = render(row, n)
-            while item is None:
-                await _refill(job)
-                item = render(row, n)
-            yield item
-        return
-    for n, row in enumerate(rows, 1):
-        item = render(row, n)
-        while item is None:
-            await _refill(job)
-            item = render(row, n)
-        yield item
-
-
-async def _refill(job: Job) -> None:
-    assert job.pool is not None
-    await job.pool.refill()
 
 
 def _plain(name: str) -> bool:

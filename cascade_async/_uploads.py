@@ -113,15 +113,21 @@ class Uploads:
     def register(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
         """Admitted messages and, for each, the variables its text references."""
         self._needs.update(zip(map(id, messages), variables, strict=True))
-        # In C, a few passes per chunk: the chunk's variables by id, less those seen before.
+        # In C, a few passes per chunk: the chunk's ids less those seen before (usually all of them
+        # in a campaign with a few links), then the new ones' variables.
         flat = list(itertools.chain.from_iterable(variables))
-        new = dict(zip(map(_var_id, flat), flat, strict=True))
         seen = self._seen
-        if not seen.isdisjoint(new):
-            for vid in seen.intersection(new):
-                del new[vid]
-        seen.update(new)
-        self._pending.update(new)
+        fresh = set(map(_var_id, flat))
+        fresh.difference_update(seen)
+        if len(fresh) == len(flat):  # each variable new, and once
+            seen.update(fresh)
+            self._pending.update(zip(map(_var_id, flat), flat, strict=True))
+        elif fresh:
+            seen.update(fresh)
+            pending = self._pending
+            for var in flat:
+                if var.id in fresh and var.id not in pending:
+                    pending[var.id] = var
         if len(self._pending) >= self._block:
             self._wake()
 

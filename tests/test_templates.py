@@ -23,7 +23,8 @@ from cascade_async import (
     VariableType,
     sms_segments,
 )
-from cascade_async._template_rows import Job, compile_renderer, render_checked
+from cascade_async._template_codegen import compile_renderer
+from cascade_async._template_rows import Job, render_checked
 
 PHONE = "+380501234567"
 MISSING = ErrorCode.MISSING_VARIABLE

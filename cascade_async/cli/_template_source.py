@@ -31,7 +31,7 @@ from .._errors import ErrorCode, JournalError, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
 from .._models import MessageType
-from .._templates import Template, TemplateItems
+from .._templates import RowLists, Template, TemplateItems
 from .._variable_ids import VariablePool
 
 __all__ = ["TemplateJob", "check_resumable", "read_rows", "template_job", "template_options"]
@@ -165,17 +165,21 @@ def journal_pool(journal_path: str) -> tuple[VariablePool, Any]:
     return VariablePool(on_block=record), record
 
 
-async def read_rows(stream: IO[bytes], fmt: str) -> AsyncIterator[Row]:
-    """Every data row of a CSV or JSONL stream as a dict, or a ``BadLine`` where one cannot be read."""
+def read_rows(stream: IO[bytes], fmt: str) -> RowLists:
+    """Every data row of a CSV or JSONL stream as a dict, or a ``BadLine`` where one cannot be read;
+    in the reader's chunks, so that the template renders a chunk at a time."""
     if fmt == "csv":
         chunks = _csv_chunks(stream)
     elif fmt == "jsonl":
         chunks = _jsonl_chunks(stream)
     else:
         raise click.UsageError("--template reads CSV or JSONL rows")
-    while chunk := await asyncio.to_thread(next, chunks, None):
-        for row in chunk:
-            yield row
+
+    async def lists() -> AsyncIterator[list[Row]]:
+        while chunk := await asyncio.to_thread(next, chunks, None):
+            yield chunk
+
+    return RowLists(lists())
 
 
 def _unreadable(line: int, problem: str) -> BadLine:
