@@ -317,20 +317,20 @@ def test_one_unusual_input_is_rejected_alone_and_costs_no_other_message(field: s
 
 
 class _CountingRetrying:
-    """Wraps tenacity.AsyncRetrying in ``_sending`` to count the loops built."""
+    """Wraps tenacity.AsyncRetrying to count the loops built."""
 
     built = 0
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import cascade_async._sending as sending
+        import tenacity
 
-        real = sending.tenacity.AsyncRetrying
+        real = tenacity.AsyncRetrying
 
         def counting(*args: Any, **kwargs: Any) -> Any:
             self.built += 1
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(sending.tenacity, "AsyncRetrying", counting)
+        monkeypatch.setattr(tenacity, "AsyncRetrying", counting)
 
 
 def test_a_batch_that_succeeds_at_once_builds_no_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
