@@ -25,10 +25,11 @@ from ._delivery import DeliveryReport
 from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._events import EventHook, emit
 from ._models import Message, Result, Route, Status
+from ._outcomes import Recorder, StopCall
 from ._ratelimit import LimiterEvent, Priority, RateLimit, RateLimiter, credential_key, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder, StopCall
+from ._sending import BatchSender
 from ._stream import MessageSource, ResultStream
 from ._tracking import StatusFetcher, TrackItem, track
 from ._transport import AiohttpTransport, Transport
