@@ -25,10 +25,11 @@ from ._delivery import DeliveryReport
 from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._events import EventHook, emit
 from ._models import Message, Result, Route, Status
+from ._outcomes import Recorder, StopCall
 from ._ratelimit import LimiterEvent, Priority, RateLimit, RateLimiter, credential_key, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder, StopCall
+from ._sending import BatchSender
 from ._stream import MessageSource, ResultStream
 from ._templates import TemplateItems
 from ._tracking import StatusFetcher, TrackItem, track
@@ -412,6 +413,18 @@ class CascadeClient:
         ``AuthenticationError`` on 401/403 and ``EndpointError`` on a wrong endpoint (3xx, 404,
         405, 415): those messages stay unsettled.
         """
+        return self._stream(messages, route=route, dedupe=dedupe, recorder=recorder, priority=priority)
+
+    def _stream(
+        self,
+        messages: MessageSource,
+        *,
+        route: Route | None,
+        dedupe: bool | None,
+        recorder: Recorder | None,
+        priority: Priority | Literal["bulk", "interactive"],
+        ordered: bool = False,
+    ) -> ResultStream:
         self._ensure_open()
         if dedupe is None and isinstance(messages, TemplateItems):
             dedupe = False  # the template's own check (see _template_ids)
@@ -429,6 +442,7 @@ class CascadeClient:
             isolate=self._isolate,
             on_start=self._started,
             priority=Priority(priority),
+            ordered=ordered,
         )
 
     async def send_many(
@@ -447,7 +461,7 @@ class CascadeClient:
         started = time.monotonic()
         duplicates: list[Result] = []
         by_id: dict[str, Result] = {}
-        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority)
+        stream = self._stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority, ordered=True)
 
         def report() -> BulkReport:
             order = stream.first_occurrences or ()
