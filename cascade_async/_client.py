@@ -34,10 +34,11 @@ from ._client_single import SingleSends
 from ._coalesce import Coalescer
 from ._events import EventHook, emit
 from ._models import Result, Route
+from ._outcomes import Recorder, StopCall
 from ._ratelimit import LimiterEvent, Priority, RateLimit, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder, StopCall
+from ._sending import BatchSender
 from ._stream import MessageSource, ResultStream
 from ._transport import AiohttpTransport, Transport
 from ._uploads import UploadReport, upload_variables

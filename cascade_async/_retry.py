@@ -144,7 +144,7 @@ class RetryBudget:
 
 
 class Counted(Protocol):
-    """A batch's history (``_sending.Attempts``): its requests so far, and when the first began."""
+    """A batch's history (``_outcomes.Attempts``): its requests so far, and when the first began."""
 
     count: int
     started: float | None

@@ -32,12 +32,14 @@ from typing import Any
 
 from ._admission import Admission, size_bound
 from ._batching import Batch, Batcher
+from ._deliver import deliver
 from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
 from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
+from ._outcomes import Recorder, StopCall
 from ._ratelimit import Priority
-from ._sending import BatchSender, Recorder, StopCall
+from ._sending import BatchSender
 from ._templates import Personalised, Rejected, TemplateItems
 from ._uploads import Uploads
 from ._variables import Variable
@@ -397,7 +399,8 @@ class ResultStream:
                 todo, refused = await self._uploads.ensure(batch)
             results = refused
             if todo:
-                results = await self._sender.deliver(
+                results = await deliver(
+                    self._sender,
                     todo,
                     self._route,
                     self._recorder,

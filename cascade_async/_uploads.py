@@ -30,7 +30,9 @@ import msgspec
 
 from ._errors import APIError, CascadeError
 from ._models import Message, Result, Status, failure
-from ._sending import BatchSender, StopCall
+from ._outcomes import StopCall
+from ._plain_requests import post_body
+from ._sending import BatchSender
 from ._statuses import Verdict, classify
 from ._variables import UPLOAD_BATCH, Variable, variable_batches
 
@@ -74,7 +76,7 @@ async def upload_variables(sender: BatchSender, variables: Iterable[Variable]) -
         chunk = items[start : start + UPLOAD_BATCH]
         requests += 1
         try:
-            await sender.post_body(ITEMS_PATH, body)
+            await post_body(sender, ITEMS_PATH, body)
         except CascadeError as exc:
             failed.extend(v.id for v in chunk)
             errors.append(exc)
@@ -183,7 +185,7 @@ class Uploads:
             if self._before_upload is not None:
                 self._before_upload(chunk)
             self.requests += 1
-            await self._sender.post_body(ITEMS_PATH, next(variable_batches(chunk, self._block)))
+            await post_body(self._sender, ITEMS_PATH, next(variable_batches(chunk, self._block)))
         except asyncio.CancelledError:
             for var in chunk:  # not known to be uploaded: whoever needs them uploads them again
                 self._pending[var.id] = var
