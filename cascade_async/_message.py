@@ -45,6 +45,7 @@ class Route(enum.StrEnum):
     CASCADE = "/api/CascadeMessage/send_message/async"
     TELEGRAM_VIBER = "/api/CascadeMessage/send_message/tg-viber/async"
 
+
 class Fallback(
     msgspec.Struct, frozen=True, kw_only=True, rename="camel", omit_defaults=False, forbid_unknown_fields=True, gc=False
 ):
