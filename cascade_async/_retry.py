@@ -14,7 +14,8 @@ from typing import Final, Protocol
 import msgspec
 import tenacity
 
-from ._errors import APIError, RateLimitError, TimeoutError, TransportError, Verdict, classify
+from ._errors import APIError, RateLimitError, TimeoutError, TransportError
+from ._statuses import Verdict, classify
 
 __all__ = ["RetryPolicy"]
 

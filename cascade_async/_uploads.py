@@ -30,11 +30,12 @@ from typing import Final
 
 import msgspec
 
-from ._errors import APIError, CascadeError, Verdict, classify
+from ._errors import APIError, CascadeError
 from ._models import Message, Result, Status, failure
 from ._outcomes import StopCall
 from ._plain_requests import post_body
 from ._sending import BatchSender
+from ._statuses import Verdict, classify
 from ._variables import UPLOAD_BATCH, Variable, variable_batches
 
 __all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "upload_variables"]
