@@ -72,7 +72,9 @@ class Reader:
         """Read the whole source; then close the batcher (its last batch goes out)."""
         try:
             if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
-                async for chunk in self._source.chunks(self._batch_size):
+                async for chunk, fresh in self._source.blocks(self._batch_size):
+                    if fresh:  # the chunk's new variables, before any of its messages is batched
+                        self._uploads().add(fresh)
                     await self._read_chunks(iter(chunk))
             elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
@@ -120,9 +122,12 @@ class Reader:
         self.flush_rejected()
 
     def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
+        self._uploads().register(messages, variables)
+
+    def _uploads(self) -> Uploads:
         if self.uploads is None:
             self.uploads = Uploads(self._sender, linger=self._linger, before_upload=self._before_upload)
-        self.uploads.register(messages, variables)
+        return self.uploads
 
     def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
         # The input itself failed: finish what was read, then raise it to the consumer.

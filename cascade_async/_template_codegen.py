@@ -100,7 +100,7 @@ def compile_rows(job: Job) -> tuple[Renderer, ManyRenderer]:
     unpack = ", ".join(f"f{i}" for i in range(count + 1))
     message = "{'id': tid, 'fromName': from_name, 'toPhone': f0, 'messageType': message_type, 'text': text"
     message += ", **extra}" if job.extra else "}"
-    if not slots:
+    if not slots or job.blocks:  # in blocks, the job's new variables travel by the chunk
         item = "message"
     elif len(slots) == 1:
         item = f"Personalised(message, ({slots[0]},))"

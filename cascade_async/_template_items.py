@@ -9,11 +9,13 @@ from typing import Any, TypeAlias
 from ._inputs import BadLine
 from ._template_codegen import compile_renderer, compile_rows
 from ._template_rows import Job, TemplateItem
+from ._variables import Variable
 
 __all__ = ["RowLists", "Rows", "TemplateItems"]
 
 #: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
 Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
+_Chunk: TypeAlias = tuple[list[TemplateItem], list[Variable] | None]
 
 
 class TemplateItems(AsyncIterator[TemplateItem]):
@@ -36,7 +38,27 @@ class TemplateItems(AsyncIterator[TemplateItem]):
     async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
         """The items in lists of up to ``size``. Rows from an async source that pauses wait in
         the current list until the next row comes or the rows end."""
+        async for chunk, _ in self._chunks(size, blocks=False):
+            yield chunk
+
+    async def blocks(self, size: int) -> AsyncIterator[_Chunk]:
+        """As ``chunks``, each list with the variables first used in it (None: none are, as each
+        message is then a ``Personalised`` item that carries its own).
+
+        The messages of a list need its variables and those of the lists before it, and no
+        others, so the engine uploads a list's variables before any batch holding its messages
+        and keeps nothing per message. The job's pool must be fresh for that (every variable it
+        hands out is then in a list): a pool that already holds values, or that another job
+        takes its blocks from, gives ``Personalised`` items as ``chunks`` does, with None.
+        """
+        pool = self._job.pool
+        async for chunk, fresh in self._chunks(size, blocks=pool is not None and pool.claim_fresh()):
+            yield chunk, fresh
+
+    async def _chunks(self, size: int, *, blocks: bool) -> AsyncIterator[_Chunk]:
         job = self._job
+        job.blocks = blocks
+        pool = job.pool
         render, render_many = compile_rows(job)
         chunk: list[TemplateItem] = []
         n = 0
@@ -53,10 +75,10 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                         item = render(rows[i - 1], n)
                     chunk.append(item)
                 if len(chunk) >= size:
-                    yield chunk
+                    yield chunk, pool.take_fresh() if blocks and pool is not None else None
                     chunk = []
         if chunk:
-            yield chunk
+            yield chunk, pool.take_fresh() if blocks and pool is not None else None
 
 
 class RowLists:

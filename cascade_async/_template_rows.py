@@ -52,6 +52,7 @@ class Job:
     """One ``Template.messages()`` call: the template, the fields common to every row, the pool."""
 
     __slots__ = (
+        "blocks",
         "extra",
         "from_name",
         "getter",
@@ -84,6 +85,9 @@ class Job:
         self.extra = extra
         self.pool = pool
         self.ids = RowIds(id_prefix)
+        #: Whether the job's new variables go to the engine in blocks (``TemplateItems.blocks``):
+        #: then a message is a plain wire dict, not a ``Personalised`` item.
+        self.blocks = False
         # One C call fetches the phone and every field value; with one key itemgetter returns the
         # value itself, so a template without fields gets a getter that returns a 1-tuple.
         names = [name for name, _, _ in template._fields]
@@ -150,7 +154,7 @@ def _decide(job: Job, row: Mapping[str, Any] | BadLine, n: int, tid: str) -> Tem
         return _reject(tid, n, blamed, "a value must not complete or break a placeholder in the text")
     message = {"id": tid, "fromName": job.from_name, "toPhone": phone, "messageType": job.message_type, "text": text}
     message.update(job.extra)
-    if not variables:
+    if not variables or job.blocks:
         return message
     return Personalised(message, tuple(dict.fromkeys(variables)))
 

@@ -12,7 +12,8 @@ placeholder (see ``_variables``); placeholders written into the template are pas
 
 - a wire dict (camelCase keys, as ``Message.from_dict`` takes) when the template has no variable
   fields;
-- ``Personalised(message, variables)``: the wire dict and every ``Variable`` its text references;
+- ``Personalised(message, variables)``: the wire dict and every ``Variable`` its text references
+  (a wire dict instead when the engine takes the variables in blocks, see below);
 - ``Rejected(tracking_id, error, row)`` for a row that cannot become a message: a missing or blank
   value (``ErrorCode.MISSING_VARIABLE``), or a value that would carry or complete a placeholder, an invalid
   URL, a value that is neither text nor a finite number (``True``, a list), a format spec that does not
@@ -20,13 +21,20 @@ placeholder (see ``_variables``); placeholders written into the template are pas
   checked in about no memory per row, see ``_template_ids``): ``client.stream()`` then keeps no id set of
   its own for the job, so a template job streams in flat memory.
 
-Why the variables travel with each message: the sender must upload a variable before the first
-message that uses it, and must not send a message whose variables failed to upload. With the
-variables on the item, the engine needs no lookup into the template: it keeps the set of ids
-uploaded so far, uploads (in bodies of up to 1000, ``variable_batches``) any the admitted items
-reference that are not in it yet, and posts a batch only once every variable of its messages is
-uploaded; a message whose upload failed for good becomes a REJECTED result carrying the upload's
-error. Uploading the same id with the same value twice is harmless, so a resumed job may re-upload.
+How the variables reach the engine: the sender must upload a variable before the first message
+that uses it, and must not send a message whose variables failed to upload. The engine keeps the set
+of ids uploaded so far, uploads (in bodies of up to 1000, ``variable_batches``) the ones it has not,
+and posts a batch only once its messages' variables are uploaded; a message whose upload failed for
+good becomes a REJECTED result carrying the upload's error. Uploading the same id with the same
+value twice is harmless, so a resumed job may re-upload. Two ways, one protocol:
+
+- ``client.stream(items)`` reads the items in chunks (``TemplateItems.blocks``) and gets, with each
+  chunk, the variables first used in it, straight from the pool that allocated them. A message of
+  chunk k needs chunk k's variables or earlier ones, so every batch that leaves waits for the blocks
+  handed over before it: plain wire dicts, no work per message. That needs a fresh pool (then
+  every id the pool hands out is in a block); otherwise, and when the items are iterated one by one
+  (a journal, the dry run, a hand-made list), a templated message is a ``Personalised`` item that
+  carries its variables, and the engine tracks them per message (slower, same promises).
 
 Ids come from a ``VariablePool`` (same value, same id; ``snapshot()`` for the journal); pass the
 job's pool to ``messages()`` to keep ids across a resume. Rendered texts are not checked against

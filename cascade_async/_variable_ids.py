@@ -168,6 +168,9 @@ class VariablePool:
         #: to persist ``changes()`` (a journal's hook).
         self.on_block = on_block
         self._unsaved: list[Variable] = []  # assignments since the last ``changes()``
+        #: New variables since the last ``take_fresh()``, kept only once ``claim_fresh()`` said so.
+        self._fresh: list[Variable] | None = None
+        self._claimed = False
 
     def __len__(self) -> int:
         return sum(len(by_value) for by_value in self._known.values())
@@ -193,7 +196,27 @@ class VariablePool:
         self._next = vid + 1
         self._known[kind][value] = var
         self._unsaved.append(var)
+        if self._fresh is not None:
+            self._fresh.append(var)
         return var
+
+    def claim_fresh(self) -> bool:
+        """Whether the caller may take this pool's new variables in blocks (``take_fresh``): only
+        the first caller, and only while the pool is empty, so that every variable the pool ever
+        hands out is in one of the blocks that caller takes."""
+        if self._claimed or len(self):
+            return False
+        self._claimed = True
+        self._fresh = []
+        return True
+
+    def take_fresh(self) -> list[Variable]:
+        """The variables assigned since the last call (after ``claim_fresh``), oldest first."""
+        fresh = self._fresh
+        if fresh is None:
+            return []
+        self._fresh = []
+        return fresh
 
     async def refill(self) -> None:
         block = await self.allocator.allocate(self._block_size)

@@ -180,7 +180,7 @@ def _problem(kind: VariableType, value: object) -> str | None:
     return None
 
 
-def _placeholder_id(raw: str) -> int | None:
+def placeholder_id(raw: str) -> int | None:
     if not (raw.isascii() and raw.isdigit()) or raw[0] == "0":
         return None
     number = int(raw)
@@ -192,7 +192,7 @@ def check_placeholders(text: str, *, field: str = "text", tracking_id: str | Non
     if "%" not in text:
         return
     for m in PLACEHOLDER.finditer(text):
-        if _placeholder_id(m.group(2)) is None:
+        if placeholder_id(m.group(2)) is None:
             raise ValidationError(
                 f"placeholder {m.group()[:40]!r} needs a positive integer id (e.g. %{m.group(1)}=1%)",
                 field=field,
