@@ -33,7 +33,8 @@ would see it, a JSON API (``GET /sandbox/messages``, ``GET /sandbox/messages/wai
 >>> otp.text, otp.channel, otp.message_id
 
 Modules: ``_contract`` (the request rules), ``_faults`` (faults and the rate gate), ``_server``
-(the ``Sandbox``), ``_inbox`` (bounded storage and waiting), ``_records`` (what it hands out),
+(the ``Sandbox``: settings, control, lifecycle), ``_routes`` (its answers on the message and
+variable routes), ``_inbox`` (bounded storage and waiting), ``_records`` (what it hands out),
 ``_inbox_web`` (page, JSON, events, Host check), ``_helpers`` (thread-safe test helpers),
 ``_process`` (the standalone sandbox in a child process), ``static/`` (the page).
 """
