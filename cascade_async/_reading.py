@@ -73,7 +73,12 @@ class Reader:
         try:
             if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
                 async for chunk in self._source.chunks(self._batch_size):
-                    await self._read_chunks(iter(chunk))
+                    rows = iter(chunk)
+                    try:
+                        await self._read_chunks(rows)
+                    except asyncio.CancelledError:
+                        self._leftover += rows  # rows taken from the source, not admitted: settled at close
+                        raise
             elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)

@@ -330,3 +330,31 @@ def test_a_second_aclose_waits_for_the_first_to_finish() -> None:
     assert done
     assert isinstance(outcome, Result)
     assert outcome.ok
+
+
+def test_template_rows_read_but_not_yet_batched_get_a_result_when_the_client_closes() -> None:
+    # A templated source is read a chunk of rows at a time; a rejected row leaves the batch
+    # short, so the next chunk goes in part and the reader waits for room with the rest of
+    # it in hand. Those rows were taken from the caller's source: each needs its result.
+    from cascade_async import Template
+
+    pulled: list[int] = []
+
+    def rows() -> Any:
+        for i in range(40):
+            pulled.append(i)
+            yield {"id": f"r{i}", "toPhone": "+380501234567" if i % 7 else "not a phone", "name": f"n{i}"}
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(latency=1.0), batch_size=4, max_in_flight=1, close_timeout=0.0)
+        items = Template("Hi {name}").messages(rows(), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(0.5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert sorted(r.tracking_id for r in got) == sorted(f"r{i}" for i in pulled)
+    assert len(got) == len(pulled)
