@@ -72,13 +72,7 @@ class Reader:
         """Read the whole source; then close the batcher (its last batch goes out)."""
         try:
             if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
-                async for chunk in self._source.chunks(self._batch_size):
-                    rows = iter(chunk)
-                    try:
-                        await self._read_chunks(rows)
-                    except asyncio.CancelledError:
-                        self._leftover += rows  # rows taken from the source, not admitted: settled at close
-                        raise
+                await self._read_template(self._source)
             elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)
@@ -96,6 +90,19 @@ class Reader:
         if self.uploads is not None:
             self.uploads.close()
         self._batcher.close()
+
+    async def _read_template(self, source: TemplateItems) -> None:
+        try:
+            async for chunk in source.chunks(self._batch_size):
+                rows = iter(chunk)
+                try:
+                    await self._read_chunks(rows)
+                except asyncio.CancelledError:
+                    self._leftover += rows  # rows taken from the source, not admitted: settled at close
+                    raise
+        except asyncio.CancelledError:
+            self._leftover += source.held  # gathered while the rows paused
+            raise
 
     def taken(self, rejected: int) -> None:
         """The consumer took a group of ``rejected`` results: the reader may go on."""

@@ -321,6 +321,9 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         self._job = job
         self._rows = rows
         self._items: AsyncIterator[TemplateItem] | None = None
+        #: Items of ``chunks`` rendered from rows already taken, not handed out yet (a reader
+        #: stopped while the rows pause settles them).
+        self.held: list[TemplateItem] = []
 
     async def __anext__(self) -> TemplateItem:
         if self._items is None:
@@ -332,7 +335,7 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         the current list until the next row comes or the rows end."""
         job, rows = self._job, self._rows
         render = _renderer(job)
-        chunk: list[TemplateItem] = []
+        chunk = self.held
         n = 0
         source: Iterable[Any] = rows if not isinstance(rows, AsyncIterable) else ()
         async_rows = rows.__aiter__() if isinstance(rows, AsyncIterable) else None
@@ -355,9 +358,11 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                 item = render(row, n)
             chunk.append(item)
             if len(chunk) >= size:
+                self.held = []
                 yield chunk
-                chunk = []
+                chunk = self.held
         if chunk:
+            self.held = []
             yield chunk
 
 

@@ -358,3 +358,33 @@ def test_template_rows_read_but_not_yet_batched_get_a_result_when_the_client_clo
     assert isinstance(failure, ClientClosedError)
     assert sorted(r.tracking_id for r in got) == sorted(f"r{i}" for i in pulled)
     assert len(got) == len(pulled)
+
+
+def test_template_rows_from_a_paused_async_source_get_a_result_when_the_client_closes() -> None:
+    # Rows of an async source gather into a chunk while the source pauses: closing the
+    # client then must not drop the rows already taken from it.
+    from cascade_async import Template
+
+    pulled: list[int] = []
+
+    async def rows() -> Any:
+        for i in range(10):
+            pulled.append(i)
+            yield {"id": f"r{i}", "toPhone": "+380501234567", "name": f"n{i}"}
+            if i == 2:
+                await asyncio.sleep(100)
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(), batch_size=5, close_timeout=0.0)
+        items = Template("Hi {name}").messages(rows(), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert pulled == [0, 1, 2]
+    assert sorted(r.tracking_id for r in got) == ["r0", "r1", "r2"]
+    assert all(r.status is Status.FAILED and not r.outcome_unknown for r in got)
