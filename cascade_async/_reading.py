@@ -103,6 +103,16 @@ class Reader:
         except asyncio.CancelledError:
             self._leftover += source.held  # gathered while the rows paused
             raise
+        except Exception:
+            # The rows failed: those of the chunk it cut short were read, so they go out first.
+            rows = iter(source.held)
+            source.held = []
+            try:
+                await self._read_chunks(rows)
+            except asyncio.CancelledError:
+                self._leftover += rows
+                raise
+            raise
 
     def taken(self, rejected: int) -> None:
         """The consumer took a group of ``rejected`` results: the reader may go on."""
