@@ -40,6 +40,7 @@ from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
 from ._sending import BatchSender
 from ._stream import MessageSource, ResultStream
+from ._templates import TemplateItems
 from ._transport import AiohttpTransport, Transport
 from ._uploads import UploadReport, upload_variables
 from ._variables import Variable
@@ -207,6 +208,8 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.
+        ``Template.messages()`` items refuse repeated ids themselves in far less memory, so by
+        default the stream keeps no id set for them.
         ``recorder`` is told of every batch before it leaves and of every result (the
         ``Journal`` is one). ``priority``: bulk (the default) leaves the rate limit's
         ``interactive_reserve`` to ``send()``; "interactive" goes ahead of bulk. Stops with
@@ -226,6 +229,8 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
         ordered: bool = False,
     ) -> ResultStream:
         self._ensure_open()
+        if dedupe is None and isinstance(messages, TemplateItems):
+            dedupe = False  # the template's own check (see _template_ids)
         return ResultStream(
             messages,
             sender=self._sender,

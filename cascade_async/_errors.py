@@ -35,8 +35,6 @@ from typing import Any, Self
 
 from ._error_body import parse_retry_after, read_error_body
 from ._statuses import AUTH_STATUSES, ENDPOINT_STATUSES, UNKNOWN_STATUSES
-from ._statuses import Verdict as Verdict  # re-exported: the engine imports the table from here too
-from ._statuses import classify as classify
 
 __all__ = [
     "APIError",

@@ -8,8 +8,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from ._errors import APIError, CascadeError, ClientClosedError, ValidationError, Verdict, classify
+from ._errors import APIError, CascadeError, ClientClosedError, ValidationError
 from ._models import Message, Result, Status, failure
+from ._statuses import Verdict, classify
 
 __all__ = ["Attempts", "Failed", "Recorder", "StopCall"]
 

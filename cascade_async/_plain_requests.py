@@ -8,10 +8,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ._errors import APIError, CascadeError, ClientClosedError, RateLimitError, Verdict, classify, error_from_response
+from ._errors import APIError, CascadeError, ClientClosedError, RateLimitError, error_from_response
 from ._outcomes import Attempts, StopCall
 from ._ratelimit import Priority, RateLimiter
 from ._sending import STOPPING
+from ._statuses import Verdict, classify
 from ._transport import RawResponse
 
 if TYPE_CHECKING:

@@ -27,8 +27,6 @@ from ._errors import (
     ClientClosedError,
     EndpointError,
     RateLimitError,
-    Verdict,
-    classify,
     error_from_response,
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
@@ -36,6 +34,7 @@ from ._models import Message, Result, Route, Status, failure
 from ._outcomes import Attempts, Failed, Recorder, StopCall, certainly_not_sent, record, record_quietly
 from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
+from ._statuses import Verdict, classify
 from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 

@@ -17,7 +17,8 @@ from cascade_async import (
     ValidationError,
 )
 from cascade_async import TimeoutError as CascadeTimeoutError
-from cascade_async._errors import error_from_response, parse_retry_after
+from cascade_async._error_body import parse_retry_after
+from cascade_async._errors import error_from_response
 from cascade_async._models import Status, failure
 
 SHAPE_1 = json.dumps(

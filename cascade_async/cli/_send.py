@@ -27,7 +27,7 @@ from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_o
 from ._dry_run import dry_run as _dry_run
 from ._progress import Reporter
 from ._send_options import send_options
-from ._template_source import TemplateJob, template_job, template_options
+from ._template_source import TemplateJob, check_resumable, template_job, template_options
 
 __all__ = ["send"]
 
@@ -68,6 +68,13 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
         # Before --output is opened: a second sender must not truncate the first one's output.
         journal = _open_journal(options) if not dry_run else None
     except (JournalError, sqlite3.Error, OSError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_USAGE)
+    try:
+        check_resumable(template, journal)
+    except JournalError as exc:
+        if journal is not None:
+            journal.close()
         err.print(f"error: {exc}", markup=False)
         sys.exit(EXIT_USAGE)
     with _closing(journal), _opened(file) as stream, _writer(output) as writer:
