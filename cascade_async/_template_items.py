@@ -41,27 +41,34 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         the current list until the next row comes or the rows end."""
         job = self._job
         render, render_many = compile_rows(job)
-        chunk = self.held
+        pending = self.held  # rendered, not handed out yet
         n = 0
         async for rows in _row_lists(self._rows, size):
+            # The whole list first: no row taken from the source waits unrendered across a yield,
+            # so a reader stopped there finds every one of them in ``held``.
             i, end = 0, len(rows)
             while i < end:
                 first = n
-                n, spent = render_many(rows, i, min(end, i + size - len(chunk)), n, chunk)
+                n, spent = render_many(rows, i, end, n, pending)
                 i += n - first
                 if spent:  # row n (rows[i - 1]) needs a new id and the block is used up
                     item = None
                     while item is None:
                         await _refill(job)
                         item = render(rows[i - 1], n)
-                    chunk.append(item)
-                if len(chunk) >= size:
+                    pending.append(item)
+            while len(pending) >= size:
+                if len(pending) == size:  # the usual case: the list is the chunk
                     self.held = []
+                    yield pending
+                    pending = self.held
+                else:
+                    chunk = pending[:size]
+                    del pending[:size]
                     yield chunk
-                    chunk = self.held
-        if chunk:
+        if pending:
             self.held = []
-            yield chunk
+            yield pending
 
 
 class RowLists:

@@ -388,3 +388,32 @@ def test_template_rows_from_a_paused_async_source_get_a_result_when_the_client_c
     assert pulled == [0, 1, 2]
     assert sorted(r.tracking_id for r in got) == ["r0", "r1", "r2"]
     assert all(r.status is Status.FAILED and not r.outcome_unknown for r in got)
+
+
+def test_template_rows_that_come_in_lists_longer_than_a_batch_get_a_result_when_the_client_closes() -> None:
+    # RowLists (a reader's chunks) may hold more rows than a batch: the rows of a list taken
+    # from the source are all answered, the ones not yet handed to the batcher included.
+    from cascade_async import Template
+    from cascade_async._templates import RowLists
+
+    pulled: list[str] = []
+
+    async def lists() -> Any:
+        for k in range(3):
+            part = [{"id": f"r{7 * k + j}", "toPhone": "+380501234567", "name": "x"} for j in range(7)]
+            pulled.extend(row["id"] for row in part)
+            yield part
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(latency=1.0), batch_size=5, max_in_flight=1, close_timeout=0.0)
+        items = Template("Hi {name}").messages(RowLists(lists()), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(0.5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert len(pulled) > 10  # a list was cut by a batch when the client closed
+    assert sorted(r.tracking_id for r in got) == sorted(pulled)
