@@ -1,6 +1,6 @@
 """What happens to a batch, in words every part of the engine shares: its history
 (``Attempts``), its last failure (``Failed``), who is told (``Recorder``), and ``StopCall``,
-which ends the whole call."""
+which ends the whole call; ``Sending``, the part of a batch still wanted."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Protocol
 from ._errors import APIError, CascadeError, ClientClosedError, ValidationError
 from ._models import Message, Result, Status, failure
 from ._statuses import Verdict, classify
+from ._wire import encode_batch
 
-__all__ = ["Attempts", "Failed", "Recorder", "StopCall"]
+__all__ = ["Attempts", "Failed", "Recorder", "Sending", "StopCall"]
 
 logger = logging.getLogger("cascade_async")
 
@@ -116,3 +117,36 @@ def _is_permanent(exc: CascadeError) -> bool:
     if isinstance(exc, APIError):
         return classify(exc.status) in (Verdict.SPLIT, Verdict.REJECT)
     return False
+
+
+class Sending:
+    """The part of a batch still wanted, and its body; results spread back to batch positions."""
+
+    __slots__ = ("batch", "body", "messages", "positions")
+
+    def __init__(self, batch: Sequence[Message], body: bytes) -> None:
+        self.batch = batch
+        self.messages = batch
+        self.body = body
+        self.positions: list[int] | None = None  # None: all of the batch
+
+    def keep(self, alive: Callable[[int], bool]) -> bool:
+        """Drop the positions no longer wanted; False when none is left."""
+        wanted = [i for i in (self.positions or range(len(self.batch))) if alive(i)]
+        if len(wanted) != len(self.messages):
+            self.positions = wanted
+            self.messages = [self.batch[i] for i in wanted]
+            self.body = encode_batch(self.messages) if wanted else b""
+        return bool(wanted)
+
+    def spread(self, results: list[Result]) -> list[Result]:
+        if self.positions is None:
+            return results
+        out = self.abandoned()
+        for i, result in zip(self.positions, results, strict=True):
+            out[i] = result
+        return out
+
+    def abandoned(self) -> list[Result]:
+        err = CascadeError("not sent: its caller gave up first (cancelled, or past send_timeout)")
+        return [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in self.batch]

@@ -30,8 +30,8 @@ from ._errors import (
     error_from_response,
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
-from ._models import Message, Result, Route, Status, failure
-from ._outcomes import Attempts, Failed, Recorder, StopCall, certainly_not_sent, record, record_quietly
+from ._models import Message, Result, Route
+from ._outcomes import Attempts, Failed, Recorder, Sending, StopCall, certainly_not_sent, record, record_quietly
 from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
 from ._statuses import Verdict, classify
@@ -150,7 +150,7 @@ class BatchSender:
         batch deadline is handled inside the attempt (see the module's docstring).
         """
         state = attempts or Attempts()
-        sending = _Sending(batch, body or encode_batch(batch))
+        sending = Sending(batch, body or encode_batch(batch))
         base = state.count
         stop = Stop(self.policy, self.budget, asyncio.get_running_loop().time, state, max_requests, base)
         wait = Wait(self.policy, self._rng, state, base)
@@ -216,7 +216,7 @@ class BatchSender:
 
     async def _throttled(
         self,
-        sending: _Sending,
+        sending: Sending,
         route: Route,
         state: Attempts,
         recorder: Recorder | None,
@@ -278,39 +278,6 @@ class BatchSender:
     def _announce_retry(self, route: Route, size: int, attempt: int, delay: float, exc: CascadeError) -> None:
         logger.debug("retrying %d message(s) in %.3fs after attempt %d: %s", size, delay, attempt, exc)
         emit(self._hook, RetryScheduled(route=route, size=size, attempt=attempt, delay=delay, error=exc))
-
-
-class _Sending:
-    """The part of a batch still wanted, and its body; results spread back to batch positions."""
-
-    __slots__ = ("batch", "body", "messages", "positions")
-
-    def __init__(self, batch: Sequence[Message], body: bytes) -> None:
-        self.batch = batch
-        self.messages = batch
-        self.body = body
-        self.positions: list[int] | None = None  # None: all of the batch
-
-    def keep(self, alive: Callable[[int], bool]) -> bool:
-        """Drop the positions no longer wanted; False when none is left."""
-        wanted = [i for i in (self.positions or range(len(self.batch))) if alive(i)]
-        if len(wanted) != len(self.messages):
-            self.positions = wanted
-            self.messages = [self.batch[i] for i in wanted]
-            self.body = encode_batch(self.messages) if wanted else b""
-        return bool(wanted)
-
-    def spread(self, results: list[Result]) -> list[Result]:
-        if self.positions is None:
-            return results
-        out = self.abandoned()
-        for i, result in zip(self.positions, results, strict=True):
-            out[i] = result
-        return out
-
-    def abandoned(self) -> list[Result]:
-        err = CascadeError("not sent: its caller gave up first (cancelled, or past send_timeout)")
-        return [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in self.batch]
 
 
 def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:
