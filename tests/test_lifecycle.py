@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
+import random
 from typing import Any
 
 import pytest
@@ -16,11 +17,12 @@ from cascade_async import (
     Message,
     RateLimit,
     Result,
+    RetryPolicy,
     Status,
     TimeoutError,
 )
 
-from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted, timeout_error
 
 
 async def drain(stream: Any, into: list[Result]) -> BaseException | None:
@@ -417,3 +419,47 @@ def test_template_rows_that_come_in_lists_longer_than_a_batch_get_a_result_when_
     assert isinstance(failure, ClientClosedError)
     assert len(pulled) > 10  # a list was cut by a batch when the client closed
     assert sorted(r.tracking_id for r in got) == sorted(pulled)
+
+
+@pytest.mark.parametrize(
+    ("answers", "policy", "latency", "unknown"),
+    [
+        # The only request was refused for certain: at the close the batch waits out its backoff.
+        pytest.param([error(503)], RetryPolicy(initial_wait=10.0), 0.0, False, id="backoff after a 503"),
+        pytest.param([], RetryPolicy(), 10.0, True, id="request in flight"),
+        # An earlier request may have got through: still unknown while it waits to retry.
+        pytest.param(
+            ["timeout"], RetryPolicy(initial_wait=10.0, retry_ambiguous=True), 0.0, True, id="backoff after a timeout"
+        ),
+        # One half was accepted before the other half's backoff: not "certainly not sent".
+        pytest.param(
+            [error(400, "BAD", "text"), "ok", error(503)], RetryPolicy(initial_wait=10.0), 0.0, True, id="isolation"
+        ),
+    ],
+)
+def test_a_batch_the_close_cuts_short_is_outcome_unknown_only_if_a_request_may_have_got_through(
+    answers: list[Any], policy: RetryPolicy, latency: float, unknown: bool
+) -> None:
+    # A journal keeps "unknown" messages from being resent: a batch that certainly sent nothing
+    # must not be marked so, or a resumed job never delivers it.
+    queue = [timeout_error() if a == "timeout" else a for a in answers]
+
+    def respond(messages: list[dict[str, Any]], n: int) -> Any:
+        answer = queue.pop(0) if queue else "ok"
+        return ok_for(messages) if answer == "ok" else answer
+
+    async def main() -> list[Result]:
+        c = make(FakeTransport(respond, latency=latency), batch_size=4, close_timeout=0.0, retry=policy)
+        c._sender._rng = random.Random(0)  # its first wait is well past the close
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(4)]), got))
+        await asyncio.sleep(0.01)
+        await c.aclose()
+        await task
+        return got
+
+    got = run_virtual(main())
+    assert len(got) == 4
+    cut = [r for r in got if isinstance(r.error, ClientClosedError)]
+    assert cut
+    assert all(r.outcome_unknown is unknown for r in cut)
