@@ -63,6 +63,18 @@ class Attempts:
         self.started = started
         self.gave_up: str | None = None
 
+    @staticmethod
+    def leaving() -> bool:
+        """A request of this task's batch leaves (``MAY_HAVE_LEFT``); whether one may have got through before."""
+        before = MAY_HAVE_LEFT.get()
+        MAY_HAVE_LEFT.set(True)
+        return before
+
+    @staticmethod
+    def not_taken(before: bool) -> None:
+        """The request that left certainly was not taken: back to what ``leaving`` found."""
+        MAY_HAVE_LEFT.set(before)
+
     def carried(self) -> Attempts:
         """A copy for part of the batch (isolation): same history, same deadline."""
         return Attempts(self.count, self.unknown, self.started)

@@ -31,17 +31,7 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route
-from ._outcomes import (
-    MAY_HAVE_LEFT,
-    Attempts,
-    Failed,
-    Recorder,
-    Sending,
-    StopCall,
-    certainly_not_sent,
-    record,
-    record_quietly,
-)
+from ._outcomes import Attempts, Failed, Recorder, Sending, StopCall, certainly_not_sent, record, record_quietly
 from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
 from ._statuses import Verdict, classify
@@ -263,8 +253,7 @@ class BatchSender:
         state.count += 1
         if state.started is None:
             state.started = asyncio.get_running_loop().time()
-        before = MAY_HAVE_LEFT.get()
-        MAY_HAVE_LEFT.set(True)
+        before = state.leaving()
         try:
             return await self._request(batch, body, route, state.count)
         except asyncio.CancelledError:
@@ -276,7 +265,7 @@ class BatchSender:
             if exc.outcome_unknown:
                 state.unknown = True
             elif not state.unknown and certainly_not_sent(exc):
-                MAY_HAVE_LEFT.set(before)
+                state.not_taken(before)
                 if recorder is not None:
                     record(recorder.not_sent, batch)
             raise
