@@ -100,6 +100,11 @@ class CascadeError(Exception):
         clone.__suppress_context__ = True
         return clone
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle by state, not by calling __init__ again: subclasses take required keyword
+        # arguments that ``args`` does not hold (a Result's error crosses processes).
+        return _restore, (type(self), self.args), self.__dict__
+
     def __str__(self) -> str:
         text = self._describe()
         if self.outcome_unknown:
@@ -259,3 +264,10 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
     if 400 <= status < 500:
         return BadRequestError(message, **kwargs)
     return APIError(message, **kwargs)
+
+
+def _restore(cls: type[CascadeError], args: tuple[Any, ...]) -> CascadeError:
+    """An error unpickled: its class without ``__init__``; pickle then sets its attributes."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error

@@ -135,9 +135,7 @@ class Journal(JournalQueries, JournalRecorder):
         self._filter = f = ResumeFilter(self._db, run, resend_unknown=resend_unknown, allow_changes=allow_changes)
         source = f.aiter(messages) if isinstance(messages, AsyncIterable) else f.sync(messages)
         # The filter also yields Results, which admission passes through (not in MessageSource's type).
-        return client.stream(
-            cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority
-        )
+        return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority)
 
     async def send_many(
         self,
@@ -154,7 +152,6 @@ class Journal(JournalQueries, JournalRecorder):
         order, those settled by earlier runs included (``from_journal``). Holds every Result in
         memory, like ``client.send_many``; use ``stream()`` for jobs of millions."""
         started = time.monotonic()
-        order: list[str] = []
         stream = self.stream(
             client,
             messages,
@@ -164,14 +161,15 @@ class Journal(JournalQueries, JournalRecorder):
             input_name=input_name,
             priority=priority,
         )
-        assert self._filter is not None
-        self._filter.order = order
+        # Every input's id in input order as admission names it: Results from the journal, and
+        # inputs rejected before they reach the journal (no id, invalid) in their places too.
+        order: list[str] = []
+        stream._reader.admission.order = order
         by_id: dict[str, Result] = {}
         duplicates: list[Result] = []
 
         def report() -> BulkReport:
             ordered = {tid: by_id[tid] for tid in order if tid in by_id}
-            ordered.update((tid, r) for tid, r in by_id.items() if tid not in ordered)  # rejected before parsing
             return BulkReport(ordered, duplicates, time.monotonic() - started)
 
         try:

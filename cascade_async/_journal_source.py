@@ -52,11 +52,8 @@ class ResumeFilter:
         *,
         resend_unknown: bool,
         allow_changes: bool,
-        order: list[str] | None = None,
     ) -> None:
         self._db = db
-        #: Tracking ids in input order (first occurrences), kept only when asked (``send_many``).
-        self.order = order
         self.run = run
         self._resend_unknown = resend_unknown
         self._allow_changes = allow_changes
@@ -103,13 +100,10 @@ class ResumeFilter:
         }
         now = time.time()
         run = self.run
-        order = self.order
         if not found and all_valid and len(ids) == len(chunk):  # all new: the first run's usual chunk
             prints = list(map(fingerprint, messages))  # type: ignore[arg-type]  # all_valid: no None
             self._job.update(b"".join(prints))
             self.messages += len(ids)
-            if order is not None:
-                order.extend(ids)
             self._write(list(zip(ids, prints, itertools.repeat(run), itertools.repeat(now))), [])
             return sendable
         inserts: list[tuple[Any, ...]] = []
@@ -125,8 +119,6 @@ class ResumeFilter:
             fps.append(fp)
             self.messages += 1
             row = found.get(tid)
-            if order is not None and (row is None or row.run != run):
-                order.append(tid)
             if row is None:
                 inserts.append((tid, fp, run, now))
                 found[tid] = Row(tid, NEW, None, None, None, 0, 0, fp, run, None, None, None, None, None)

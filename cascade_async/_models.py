@@ -3,6 +3,7 @@ and the fast path that converts a chunk of wire dicts at once (``_chunks``)."""
 
 from __future__ import annotations
 
+from ._chunks import _Checked as _Checked  # pickles made before the split name the fast path's class here
 from ._chunks import convert_chunk
 from ._message import Fallback, Message, MessageType, Route
 from ._result import Result, Status, failure

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from typing import Protocol
 
 from ._errors import APIError, CascadeError, ClientClosedError, ValidationError
@@ -16,6 +17,11 @@ from ._wire import encode_batch
 __all__ = ["Attempts", "Failed", "Recorder", "Sending", "StopCall"]
 
 logger = logging.getLogger("cascade_async")
+
+#: Whether a request of the batch the current task sends may have got through: set as each
+#: request leaves, put back when its answer says it certainly was not taken. A batch task the
+#: client's close cuts short reads it (each task has its own): only then is its outcome unknown.
+MAY_HAVE_LEFT: ContextVar[bool] = ContextVar("may_have_left", default=False)
 
 
 class Recorder(Protocol):
@@ -56,6 +62,18 @@ class Attempts:
         self.unknown = unknown
         self.started = started
         self.gave_up: str | None = None
+
+    @staticmethod
+    def leaving() -> bool:
+        """A request of this task's batch leaves (``MAY_HAVE_LEFT``); whether one may have got through before."""
+        before = MAY_HAVE_LEFT.get()
+        MAY_HAVE_LEFT.set(True)
+        return before
+
+    @staticmethod
+    def not_taken(before: bool) -> None:
+        """The request that left certainly was not taken: back to what ``leaving`` found."""
+        MAY_HAVE_LEFT.set(before)
 
     def carried(self) -> Attempts:
         """A copy for part of the batch (isolation): same history, same deadline."""

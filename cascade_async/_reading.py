@@ -72,10 +72,7 @@ class Reader:
         """Read the whole source; then close the batcher (its last batch goes out)."""
         try:
             if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
-                async for chunk, fresh in self._source.blocks(self._batch_size):
-                    if fresh:  # the chunk's new variables, before any of its messages is batched
-                        self._uploads().add(fresh)
-                    await self._read_chunks(iter(chunk))
+                await self._read_template(self._source)
             elif isinstance(self._source, AsyncIterable):
                 async for item in self._source:
                     await self._admit(item)
@@ -93,6 +90,33 @@ class Reader:
         if self.uploads is not None:
             self.uploads.close()
         self._batcher.close()
+
+    async def _read_template(self, source: TemplateItems) -> None:
+        try:
+            async for chunk, fresh in source.blocks(self._batch_size):
+                if fresh:  # the chunk's new variables, before any of its messages is batched
+                    self._uploads().add(fresh)
+                rows = iter(chunk)
+                try:
+                    await self._read_chunks(rows)
+                except asyncio.CancelledError:
+                    self._leftover += rows  # rows taken from the source, not admitted: settled at close
+                    raise
+        except asyncio.CancelledError:
+            self._leftover += source.held  # gathered while the rows paused
+            raise
+        except Exception:
+            # The rows failed: those of the chunk it cut short were read, so they go out first.
+            held, fresh = source.take_held()
+            if fresh:
+                self._uploads().add(fresh)
+            rows = iter(held)
+            try:
+                await self._read_chunks(rows)
+            except asyncio.CancelledError:
+                self._leftover += rows
+                raise
+            raise
 
     def taken(self, rejected: int) -> None:
         """The consumer took a group of ``rejected`` results: the reader may go on."""

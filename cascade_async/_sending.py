@@ -253,6 +253,7 @@ class BatchSender:
         state.count += 1
         if state.started is None:
             state.started = asyncio.get_running_loop().time()
+        before = state.leaving()
         try:
             return await self._request(batch, body, route, state.count)
         except asyncio.CancelledError:
@@ -263,8 +264,10 @@ class BatchSender:
         except CascadeError as exc:
             if exc.outcome_unknown:
                 state.unknown = True
-            elif recorder is not None and not state.unknown and certainly_not_sent(exc):
-                record(recorder.not_sent, batch)
+            elif not state.unknown and certainly_not_sent(exc):
+                state.not_taken(before)
+                if recorder is not None:
+                    record(recorder.not_sent, batch)
             raise
 
     def _before_sleep(

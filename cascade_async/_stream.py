@@ -29,7 +29,7 @@ from ._deliver import deliver
 from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
 from ._models import Message, Result, Route, Status, failure
-from ._outcomes import Recorder, StopCall
+from ._outcomes import MAY_HAVE_LEFT, Recorder, StopCall
 from ._ratelimit import Priority
 from ._reading import MessageSource, Reader
 from ._sending import BatchSender
@@ -257,6 +257,7 @@ class ResultStream:
         self._queue.put_nowait(_End(self._reader.source_error))
 
     async def _run_batch(self, batch: Batch[Message]) -> None:
+        MAY_HAVE_LEFT.set(False)  # this task's own: whatever the task that made it had sent
         try:
             todo: Sequence[Message] = batch
             refused: list[Result] = []
@@ -282,8 +283,11 @@ class ResultStream:
         except asyncio.CancelledError:
             if not self._closing:
                 raise
-            # The client's close timeout ran out with this batch in flight.
-            closed = ClientClosedError("the client was closed while this batch was in flight", outcome_unknown=True)
+            # The client's close timeout ran out with this batch in flight, or still to be sent.
+            if MAY_HAVE_LEFT.get():
+                closed = ClientClosedError("the client was closed while this batch was in flight", outcome_unknown=True)
+            else:  # waiting for the limiter, its variables or a retry after a certain refusal
+                closed = ClientClosedError("the client was closed before any of this batch got through")
             results = [failure(m.id, Status.FAILED, closed.for_message(m.id), 0) for m in batch]
         except Exception as exc:
             # A bug must not lose messages: they end FAILED with the reason.

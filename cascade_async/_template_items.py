@@ -29,6 +29,9 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         self._job = job
         self._rows = rows
         self._items: AsyncIterator[TemplateItem] | None = None
+        #: Items of ``chunks`` rendered from rows already taken, not handed out yet (a reader
+        #: stopped while the rows pause settles them).
+        self.held: list[TemplateItem] = []
 
     async def __anext__(self) -> TemplateItem:
         if self._items is None:
@@ -60,25 +63,44 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         job.blocks = blocks
         pool = job.pool
         render, render_many = compile_rows(job)
-        chunk: list[TemplateItem] = []
+        pending = self.held  # rendered, not handed out yet
         n = 0
         async for rows in _row_lists(self._rows, size):
+            # The whole list first: no row taken from the source waits unrendered across a yield,
+            # so a reader stopped there finds every one of them in ``held``.
             i, end = 0, len(rows)
             while i < end:
                 first = n
-                n, spent = render_many(rows, i, min(end, i + size - len(chunk)), n, chunk)
+                n, spent = render_many(rows, i, end, n, pending)
                 i += n - first
                 if spent:  # row n (rows[i - 1]) needs a new id and the block is used up
                     item = None
                     while item is None:
                         await _refill(job)
                         item = render(rows[i - 1], n)
-                    chunk.append(item)
-                if len(chunk) >= size:
-                    yield chunk, pool.take_fresh() if blocks and pool is not None else None
-                    chunk = []
-        if chunk:
-            yield chunk, pool.take_fresh() if blocks and pool is not None else None
+                    pending.append(item)
+            while len(pending) >= size:
+                # A list's new variables go with its first chunk (sooner than its later chunks
+                # need them, never later); the rows left in ``held`` keep theirs in the pool.
+                fresh = pool.take_fresh() if blocks and pool is not None else None
+                if len(pending) == size:  # the usual case: the list is the chunk
+                    self.held = []
+                    yield pending, fresh
+                    pending = self.held
+                else:
+                    chunk = pending[:size]
+                    del pending[:size]
+                    yield chunk, fresh
+        if pending:
+            self.held = []
+            yield pending, pool.take_fresh() if blocks and pool is not None else None
+
+    def take_held(self) -> _Chunk:
+        """The items rendered but not handed out (the rows failed after them), with the new
+        variables they may use, as ``blocks`` would have handed them out."""
+        held, self.held = self.held, []
+        pool = self._job.pool
+        return held, pool.take_fresh() if self._job.blocks and pool is not None else None
 
 
 class RowLists:
@@ -105,8 +127,17 @@ async def _row_lists(rows: Rows | RowLists, size: int) -> AsyncIterator[list[Any
             yield [row]
     else:
         it = iter(rows)
-        while part := list(itertools.islice(it, size)):
-            yield part
+        while True:
+            read: list[Any] = []
+            try:
+                read.extend(itertools.islice(it, size))  # keeps the rows read before an error
+            except Exception:
+                if read:
+                    yield read
+                raise
+            if not read:
+                return
+            yield read
 
 
 async def _generate(job: Job, rows: Rows) -> AsyncIterator[TemplateItem]:

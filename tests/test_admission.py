@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from cascade_async import (
     BadLine,
     ErrorCode,
+    Message,
     Result,
     Status,
     ValidationError,
@@ -197,6 +198,20 @@ def test_results_and_messages_from_the_fast_paths_pickle_like_any_other() -> Non
     assert repr(m).startswith("Message(")
 
 
+def test_a_fast_path_message_pickled_before_the_models_split_still_loads() -> None:
+    # Pickles name the class by module: the fast path's class lived in _models until it moved
+    # to _chunks, and a message pickled then (a task queue, a cache) must load after.
+    import pickle
+
+    from cascade_async._models import convert_chunk
+
+    (m,) = convert_chunk([msg(1)]) or []
+    new = pickle.dumps(m)
+    assert b"cascade_async._chunks" in new
+    old = new.replace(b"cascade_async._chunks", b"cascade_async._models")  # same length: same framing
+    assert pickle.loads(old) == m
+
+
 # --- the C fast path accepts nothing the full checks refuse -------------------------------------
 
 def _mostly(valid: Any, hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -252,3 +267,52 @@ def test_the_chunk_fast_path_accepts_exactly_what_the_full_checks_accept(chunk: 
         return  # declined: every item then goes through the full checks
     for item, message in zip(chunk, fast, strict=True):
         assert Message.from_dict(item).to_dict() == message.to_dict()
+
+
+_KINDS = ["dict", "Message", "invalid", "no id", "not a message", "too large"]
+
+
+def _input(kind: str, i: int) -> Any:
+    return {
+        "dict": lambda: msg(i),
+        "Message": lambda: Message.from_dict(msg(i)),
+        "invalid": lambda: msg(i, toPhone="not a phone"),
+        "no id": lambda: {"text": "no id"},
+        "not a message": lambda: 42,
+        "too large": lambda: msg(i, text="x" * 5000),
+    }[kind]()
+
+
+@hypothesis.settings(max_examples=80, deadline=None)
+@hypothesis.given(
+    items=st.lists(st.tuples(st.sampled_from(_KINDS), st.integers(0, 8)), max_size=30),
+    batch_size=st.integers(1, 6),
+    source_is_async=st.booleans(),
+)
+def test_send_many_reports_each_input_id_once_in_input_order_and_every_repeat_as_a_duplicate(
+    items: list[tuple[str, int]], batch_size: int, source_is_async: bool
+) -> None:
+    # Chunks admitted whole and items admitted one by one share one id set: an id repeated
+    # within a chunk, across chunks, or after a rejection of the same id is a duplicate.
+    inputs = [_input(kind, i) for kind, i in items]
+    expected: list[str] = []
+    repeats = 0
+    for position, item in enumerate(inputs, 1):
+        tid = item.id if isinstance(item, Message) else item.get("id") if isinstance(item, dict) else None
+        tid = tid or f"<input #{position}>"
+        if tid in expected:
+            repeats += 1
+        else:
+            expected.append(tid)
+
+    async def each() -> Any:
+        for item in inputs:
+            yield item
+
+    async def main() -> Any:
+        async with make(FakeTransport(), batch_size=batch_size, max_batch_bytes=4000) as c:
+            return await c.send_many(each() if source_is_async else inputs)
+
+    report = run_virtual(main())
+    assert list(report) == expected
+    assert len(report.duplicates) == repeats

@@ -577,3 +577,40 @@ def test_each_retry_decision_is_logged_at_debug(caplog: pytest.LogCaptureFixture
     debug = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
     assert sum(m.startswith("retrying 1 message(s)") for m in debug) == 2
     assert any("not retrying" in m and "gave up after 3 attempts" in m for m in debug)
+
+
+@pytest.mark.parametrize("rows_are_async", [False, True], ids=["sync rows", "async rows"])
+def test_a_template_source_failure_raises_after_delivering_every_row_read_before_it(rows_are_async: bool) -> None:
+    # Template rows are read a chunk at a time: the rows of the chunk that the failure cut
+    # short were read like any others and go out before the error, as a plain source's do.
+    from cascade_async import Template
+
+    t = FakeTransport()
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for i in range(7):
+            yield {"id": f"r{i}", "toPhone": "+380501234567", "name": f"n{i}"}
+        raise OSError("disk gone")
+
+    async def async_rows() -> AsyncIterator[dict[str, Any]]:
+        for row in rows():
+            yield row
+
+    async def main() -> list[Result]:
+        got: list[Result] = []
+        async with make(t, batch_size=5) as c:
+            items = Template("Hi {name}").messages(
+                async_rows() if rows_are_async else rows(), from_name="Shop", message_type="transaction"
+            )
+
+            async def drain() -> None:
+                async for r in c.stream(items):
+                    got.append(r)
+
+            with pytest.raises(OSError, match="disk gone"):
+                await drain()
+        return got
+
+    got = run_virtual(main())
+    assert sorted(r.tracking_id for r in got) == [f"r{i}" for i in range(7)]
+    assert all(r.ok for r in got)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import pickle
 
 import pytest
 
@@ -9,12 +10,16 @@ from cascade_async import (
     APIError,
     AuthenticationError,
     BadRequestError,
+    CascadeError,
     EndpointError,
     RateLimitError,
     ServerError,
+    ValidationError,
 )
+from cascade_async import TimeoutError as CascadeTimeoutError
 from cascade_async._error_body import parse_retry_after
 from cascade_async._errors import error_from_response
+from cascade_async._models import Status, failure
 
 SHAPE_1 = json.dumps(
     {"error": {"code": "INVALID_PHONE", "message": "Invalid phone number format", "field": "toPhone"}}
@@ -120,3 +125,27 @@ def test_error_answers_are_definite_outcomes() -> None:
 @pytest.mark.parametrize("status", [504, 520, 524])
 def test_a_gateway_that_gave_up_leaves_the_outcome_unknown(status: int) -> None:
     assert error_from_response(status, {}, b"").outcome_unknown
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(error_from_response(400, {}, SHAPE_1, route="/api/messages"), id="400"),
+        pytest.param(error_from_response(429, {"Retry-After": "3"}, SHAPE_3), id="429"),
+        pytest.param(error_from_response(503, {}, b""), id="503"),
+        pytest.param(error_from_response(401, {}, b""), id="401"),
+        pytest.param(ValidationError("too long", field="text", tracking_id="a", line=3), id="validation"),
+        pytest.param(CascadeTimeoutError("timed out", outcome_unknown=True), id="timeout"),
+    ],
+)
+def test_a_result_and_its_error_survive_pickling(error: CascadeError) -> None:
+    # Results cross processes (a task queue's result backend, multiprocessing): each error
+    # comes back as the same class with the same fields and text.
+    own = error.for_message("a")
+    own.gave_up = "gave up after 4 attempts"
+    result = failure("a", Status.FAILED, own, 4)
+    back = pickle.loads(pickle.dumps(result))
+    assert (back.tracking_id, back.status, back.attempts) == ("a", Status.FAILED, 4)
+    assert type(back.error) is type(own)
+    assert str(back.error) == str(own)
+    assert vars(back.error) == vars(own)

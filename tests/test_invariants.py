@@ -83,3 +83,107 @@ def test_every_input_ends_in_exactly_one_consistent_result(
                 assert r.tracking_id in rejected_by_server
             if r.tracking_id in taken:  # delivered, though unconfirmed: never reported as certain failure
                 assert r.outcome_unknown, r
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 30),
+    bad=st.sets(st.integers(0, 30)),
+    kind=st.sampled_from(["rows", "async rows", "row lists"]),
+    list_size=st.integers(1, 9),
+    batch_size=st.integers(1, 6),
+    latency=st.sampled_from([0.0, 0.3, 1.0]),
+    close_at=st.sampled_from([None, 0.0, 0.2, 0.7]),
+    fail_at=st.one_of(st.none(), st.integers(0, 30)),
+    pause_at=st.one_of(st.none(), st.integers(0, 30)),
+)
+def test_every_template_row_taken_from_the_source_ends_in_exactly_one_result(
+    n: int,
+    bad: set[int],
+    kind: str,
+    list_size: int,
+    batch_size: int,
+    latency: float,
+    close_at: float | None,
+    fail_at: int | None,
+    pause_at: int | None,
+) -> None:
+    # Whether the client closes, the rows pause or the source fails: a row the job took from
+    # the source is answered once; the rows it never took are not.
+    import asyncio
+
+    from cascade_async import Template
+    from cascade_async._templates import RowLists
+
+    taken: list[str] = []
+
+    def rows() -> Any:
+        for i in range(n):
+            if fail_at == i:
+                raise OSError("the source broke")
+            yield {"id": f"r{i}", "toPhone": "not a phone" if i in bad else "+380501234567", "name": f"n{i}"}
+
+    def plain() -> Any:
+        for row in rows():
+            taken.append(row["id"])
+            yield row
+
+    async def trickle() -> Any:
+        for i, row in enumerate(rows()):
+            taken.append(row["id"])
+            yield row
+            if pause_at == i:
+                await asyncio.sleep(50)
+
+    async def lists() -> Any:
+        part: list[Any] = []
+        try:
+            for i, row in enumerate(rows()):
+                part.append(row)
+                if len(part) == list_size or pause_at == i:
+                    out, part = part, []
+                    taken.extend(r["id"] for r in out)
+                    yield out
+                if pause_at == i:
+                    await asyncio.sleep(50)
+        except OSError:
+            if part:  # a reader hands over what it read before its error
+                taken.extend(r["id"] for r in part)
+                yield part
+            raise
+        if part:
+            taken.extend(r["id"] for r in part)
+            yield part
+
+    source = {"rows": plain, "async rows": trickle, "row lists": lambda: RowLists(lists())}[kind]()
+
+    async def main() -> list[str]:
+        c = CascadeClient(
+            api_key="k",
+            transport=FakeTransport(latency=latency),
+            rate_limit=None,
+            batch_size=batch_size,
+            max_in_flight=1,
+            close_timeout=0.0,
+        )
+        items = Template("Hi {name}").messages(source, from_name="Shop", message_type="promo")
+        got: list[str] = []
+
+        async def consume() -> None:
+            try:
+                async for r in c.stream(items):
+                    got.append(r.tracking_id)
+            except Exception:  # the source's own error, or the client closing
+                pass
+
+        task = asyncio.ensure_future(consume())
+        if close_at is None:
+            await asyncio.shield(task)
+        else:
+            await asyncio.sleep(close_at)
+        await c.aclose()
+        await task
+        return got
+
+    got = run_virtual(main())
+    assert sorted(got) == sorted(taken)

@@ -258,3 +258,25 @@ async def test_the_journal_command_lists_the_unknown_ids_first_n_and_counts_ever
     assert "new 0, pending 0, not_sent 0, accepted 20, rejected 0, failed 20" in text(p)
     assert "unknown outcome: 20: c20, c21 ..." in text(p)
     assert "input /data/job.jsonl; 40 messages, fingerprint " in text(p)
+
+
+def test_send_many_through_a_journal_lists_inputs_rejected_before_the_journal_in_their_places(tmp_path: Path) -> None:
+    # Inputs that never reach the journal (invalid, no id, not a message) are reported where
+    # they stand in the input, as client.send_many reports them, on the first run and on resume.
+    db = str(tmp_path / "j.db")
+    source: list[Any] = [msg(0), msg(1, toPhone="bad"), msg(2), {"text": "no id"}, msg(0), msg(3), 42, msg(4)]
+    expected = ["m0", "m1", "m2", "<input #4>", "m3", "<input #7>", "m4"]
+
+    async def main() -> None:
+        async with fake_client(FakeTransport()) as c:
+            plain = await c.send_many(source)
+        assert list(plain) == expected
+        for run in range(2):
+            with Journal(db) as journal:
+                async with fake_client(FakeTransport()) as c:
+                    report = await journal.send_many(c, source)
+            assert list(report) == expected, run
+            assert len(report.duplicates) == 1
+            assert report["m1"].status is Status.REJECTED
+
+    run_virtual(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import itertools
+import random
 from typing import Any
 
 import pytest
@@ -16,11 +17,12 @@ from cascade_async import (
     Message,
     RateLimit,
     Result,
+    RetryPolicy,
     Status,
     TimeoutError,
 )
 
-from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted
+from .support import FakeTransport, error, make, msg, ok_for, run_virtual, scripted, timeout_error
 
 
 async def drain(stream: Any, into: list[Result]) -> BaseException | None:
@@ -330,3 +332,134 @@ def test_a_second_aclose_waits_for_the_first_to_finish() -> None:
     assert done
     assert isinstance(outcome, Result)
     assert outcome.ok
+
+
+def test_template_rows_read_but_not_yet_batched_get_a_result_when_the_client_closes() -> None:
+    # A templated source is read a chunk of rows at a time; a rejected row leaves the batch
+    # short, so the next chunk goes in part and the reader waits for room with the rest of
+    # it in hand. Those rows were taken from the caller's source: each needs its result.
+    from cascade_async import Template
+
+    pulled: list[int] = []
+
+    def rows() -> Any:
+        for i in range(40):
+            pulled.append(i)
+            yield {"id": f"r{i}", "toPhone": "+380501234567" if i % 7 else "not a phone", "name": f"n{i}"}
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(latency=1.0), batch_size=4, max_in_flight=1, close_timeout=0.0)
+        items = Template("Hi {name}").messages(rows(), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(0.5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert sorted(r.tracking_id for r in got) == sorted(f"r{i}" for i in pulled)
+    assert len(got) == len(pulled)
+
+
+def test_template_rows_from_a_paused_async_source_get_a_result_when_the_client_closes() -> None:
+    # Rows of an async source gather into a chunk while the source pauses: closing the
+    # client then must not drop the rows already taken from it.
+    from cascade_async import Template
+
+    pulled: list[int] = []
+
+    async def rows() -> Any:
+        for i in range(10):
+            pulled.append(i)
+            yield {"id": f"r{i}", "toPhone": "+380501234567", "name": f"n{i}"}
+            if i == 2:
+                await asyncio.sleep(100)
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(), batch_size=5, close_timeout=0.0)
+        items = Template("Hi {name}").messages(rows(), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert pulled == [0, 1, 2]
+    assert sorted(r.tracking_id for r in got) == ["r0", "r1", "r2"]
+    assert all(r.status is Status.FAILED and not r.outcome_unknown for r in got)
+
+
+def test_template_rows_that_come_in_lists_longer_than_a_batch_get_a_result_when_the_client_closes() -> None:
+    # RowLists (a reader's chunks) may hold more rows than a batch: the rows of a list taken
+    # from the source are all answered, the ones not yet handed to the batcher included.
+    from cascade_async import Template
+    from cascade_async._templates import RowLists
+
+    pulled: list[str] = []
+
+    async def lists() -> Any:
+        for k in range(3):
+            part = [{"id": f"r{7 * k + j}", "toPhone": "+380501234567", "name": "x"} for j in range(7)]
+            pulled.extend(row["id"] for row in part)
+            yield part
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        c = make(FakeTransport(latency=1.0), batch_size=5, max_in_flight=1, close_timeout=0.0)
+        items = Template("Hi {name}").messages(RowLists(lists()), from_name="Shop", message_type="transaction")
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream(items), got))
+        await asyncio.sleep(0.5)
+        await c.aclose()
+        return got, await task
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, ClientClosedError)
+    assert len(pulled) > 10  # a list was cut by a batch when the client closed
+    assert sorted(r.tracking_id for r in got) == sorted(pulled)
+
+
+@pytest.mark.parametrize(
+    ("answers", "policy", "latency", "unknown"),
+    [
+        # The only request was refused for certain: at the close the batch waits out its backoff.
+        pytest.param([error(503)], RetryPolicy(initial_wait=10.0), 0.0, False, id="backoff after a 503"),
+        pytest.param([], RetryPolicy(), 10.0, True, id="request in flight"),
+        # An earlier request may have got through: still unknown while it waits to retry.
+        pytest.param(
+            ["timeout"], RetryPolicy(initial_wait=10.0, retry_ambiguous=True), 0.0, True, id="backoff after a timeout"
+        ),
+        # One half was accepted before the other half's backoff: not "certainly not sent".
+        pytest.param(
+            [error(400, "BAD", "text"), "ok", error(503)], RetryPolicy(initial_wait=10.0), 0.0, True, id="isolation"
+        ),
+    ],
+)
+def test_a_batch_the_close_cuts_short_is_outcome_unknown_only_if_a_request_may_have_got_through(
+    answers: list[Any], policy: RetryPolicy, latency: float, unknown: bool
+) -> None:
+    # A journal keeps "unknown" messages from being resent: a batch that certainly sent nothing
+    # must not be marked so, or a resumed job never delivers it.
+    queue = [timeout_error() if a == "timeout" else a for a in answers]
+
+    def respond(messages: list[dict[str, Any]], n: int) -> Any:
+        answer = queue.pop(0) if queue else "ok"
+        return ok_for(messages) if answer == "ok" else answer
+
+    async def main() -> list[Result]:
+        c = make(FakeTransport(respond, latency=latency), batch_size=4, close_timeout=0.0, retry=policy)
+        c._sender._rng = random.Random(0)  # its first wait is well past the close
+        got: list[Result] = []
+        task = asyncio.create_task(drain(c.stream([msg(i) for i in range(4)]), got))
+        await asyncio.sleep(0.01)
+        await c.aclose()
+        await task
+        return got
+
+    got = run_virtual(main())
+    assert len(got) == 4
+    cut = [r for r in got if isinstance(r.error, ClientClosedError)]
+    assert cut
+    assert all(r.outcome_unknown is unknown for r in cut)

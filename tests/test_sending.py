@@ -379,3 +379,33 @@ def test_after_a_bare_first_attempt_the_retries_keep_their_numbers_waits_and_lim
     assert [e.attempt for e in scheduled] == list(range(1, len(waits) + 1))
     assert [e.delay for e in scheduled] == waits
     assert loops.built == loops_built
+
+
+@pytest.mark.parametrize(
+    ("answers", "limited", "calls", "attempts", "scheduled"),
+    [
+        # A 429 the limiter waits out is no attempt: the retry after the 503 is the first.
+        pytest.param([error(429, **{"Retry-After": "1"}), error(503), "ok"], True, 3, 2, [1], id="429 then 503"),
+        pytest.param([error(503), error(429, **{"Retry-After": "1"}), "ok"], True, 3, 2, [1], id="503 then 429"),
+        # Without a limiter a 429 is an ordinary failure: it counts.
+        pytest.param([error(429), error(503), "ok"], False, 3, 3, [1, 2], id="429 without a limiter"),
+        # The halves of an isolated batch count their own attempts from 1.
+        pytest.param([error(400, "BAD", "text"), error(503), "ok", "ok"], False, 4, 3, [1], id="isolation"),
+    ],
+)
+def test_retries_are_numbered_from_each_send_and_429_back_pressure_is_not_an_attempt(
+    answers: list[Any], limited: bool, calls: int, attempts: int, scheduled: list[int]
+) -> None:
+    events: list[Event] = []
+    t = scripted(*answers)
+
+    async def main() -> list[Result]:
+        kw: dict[str, Any] = {"rate_limit": RateLimit(requests_per_second=50)} if limited else {}
+        async with make(t, on_event=events.append, retry=RetryPolicy(max_attempts=3, initial_wait=0.1), **kw) as c:
+            return [r async for r in c.stream([msg(1), msg(2)])]
+
+    results = run_virtual(main())
+    assert len(t.calls) == calls
+    assert max(r.attempts for r in results) == attempts
+    assert all(r.ok for r in results)
+    assert [e.attempt for e in events if isinstance(e, RetryScheduled)] == scheduled
