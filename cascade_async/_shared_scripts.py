@@ -81,7 +81,7 @@ local slot = math.max(0, (1 + reserve - level) / per_us, pause - now, mwait)
 local wait = slot
 local answer = {1, 0, mismatch, f(rate), f(burst), f(mrate), f(mburst)}
 if not interactive then
-  local horizon = (burst - reserve) / per_us
+  local horizon = math.max(2e6, (burst - reserve) / per_us)
   if slot > horizon then
     expire()
     answer[1], answer[2] = 0, math.ceil(slot - horizon)
