@@ -31,13 +31,14 @@ def limiters(url: str, n: int, **kw: Any) -> list[SharedLimiter]:
 
 
 def count_calls(limiter: SharedLimiter) -> list[int]:
-    """Counts the acquire script's calls on ``limiter``."""
+    """Counts the acquire script's answers on ``limiter``."""
     calls = [0]
     real: Callable[..., Awaitable[Any]] = limiter._acquire_script
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
+        answer = await real(*args, **kwargs)
         calls[0] += 1
-        return await real(*args, **kwargs)
+        return answer
 
     limiter._acquire_script = counted
     return calls
@@ -60,14 +61,17 @@ async def test_waiters_in_different_processes_are_served_in_booking_order_one_sl
             await made[i].acquire(1, priority=BULK)
             done.append((i, time.monotonic()))
 
+        calls = [count_calls(m) for m in made]
         tasks = []
         for i in (3, 1, 0, 2):  # booking order, not limiter order
             tasks.append(asyncio.create_task(one(i)))
-            await asyncio.sleep(0.005)  # its script has run before the next one books
+            while not calls[i][0]:  # booked before the next one books
+                await asyncio.sleep(0.001)
         await asyncio.gather(*tasks)
         assert [i for i, _ in done] == [3, 1, 0, 2]
         gaps = [b - a for (_, a), (_, b) in zip(done, done[1:], strict=False)]
         assert all(0.035 < g < 0.07 for g in gaps), gaps  # one token (50 ms) apart, not all at once
+        assert [c[0] for c in calls] == [1, 1, 1, 1]  # booked once each, no asking again
     finally:
         await close(*made)
 
