@@ -12,7 +12,6 @@ one set operation for the duplicate check. Anything unusual falls back to ``admi
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Final
@@ -51,10 +50,13 @@ class Admission:
         dedupe: bool,
         max_bytes: int,
         on_variables: Callable[[Sequence[Message], Sequence[tuple[Variable, ...]]], None] | None = None,
+        ordered: bool = False,
     ) -> None:
-        #: First-occurrence tracking ids in input order (a dict: ordered, O(1) membership);
-        #: None without ``dedupe``, which then costs no memory per message.
-        self.seen: dict[str, None] | None = {} if dedupe else None
+        #: The tracking ids admitted so far; None without ``dedupe``, which then costs no memory
+        #: per message. A set: it grows by whole chunks at a time, cheaper than an ordered dict.
+        self.seen: set[str] | None = set() if dedupe else None
+        #: First occurrences in input order, kept only when asked (``send_many``'s report).
+        self.order: list[str] | None = [] if ordered else None
         self.count = 0  # items read so far
         self._max_message = max_bytes - 2  # one message alone in a batch: "[" + it + "]"
         #: Told of admitted ``Personalised`` messages and their variables (to upload before they go).
@@ -76,6 +78,8 @@ class Admission:
             elif isinstance(item, Rejected):
                 return self._refuse(item.error, item)
             elif isinstance(item, Result):
+                if self.order is not None:
+                    self.order.append(item.tracking_id)
                 return item  # decided before admission (a journal's answer for a resumed job)
             else:
                 raise ValidationError(
@@ -98,12 +102,8 @@ class Admission:
         except (ValueError, TypeError, OverflowError) as exc:
             # Anything else an item can make the checks raise is still that item's problem alone.
             return self._refuse(ValidationError(f"cannot be read: {exc}", field=None, tracking_id=None), item)
-        seen = self.seen
-        if seen is not None:
-            tid = msg.id
-            if tid in seen:
-                return duplicate(tid)
-            seen[tid] = None
+        if self._repeated(msg.id):
+            return duplicate(msg.id)
         if type(item) is Personalised and self.on_variables is not None:
             self.on_variables((msg,), (item.variables,))
         return msg, size
@@ -137,30 +137,33 @@ class Admission:
             return None  # maybe one message too large for any batch: look at each
         seen = self.seen
         if seen is not None:
-            fresh = dict.fromkeys(map(_ids, messages))
-            if len(fresh) != len(messages):
+            fresh = set(map(_ids, messages))
+            if len(fresh) != len(messages) or not seen.isdisjoint(fresh):
                 return None
-            # One pass over the big dict (its probes are cache misses): add, then count.
-            before = len(seen)
-            seen.update(fresh)
-            added = len(seen) - before
-            if added != len(fresh):
-                for tid in list(itertools.islice(reversed(seen), added)):  # undo: they are the newest
-                    del seen[tid]
-                return None
+            seen |= fresh
+        if self.order is not None:
+            self.order.extend(map(_ids, messages))
         self.count += len(messages)
         if variables is not None:
             assert self.on_variables is not None
             self.on_variables(messages, variables)
         return messages, nbytes, body
 
-    def _refuse(self, exc: ValidationError, item: object) -> Result:
-        tid = exc.tracking_id or _raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")
+    def _repeated(self, tid: str) -> bool:
+        """Whether ``tid`` was admitted before in this call; remembers it when not."""
         seen = self.seen
         if seen is not None:
             if tid in seen:
-                return duplicate(tid)
-            seen[tid] = None
+                return True
+            seen.add(tid)
+        if self.order is not None:
+            self.order.append(tid)
+        return False
+
+    def _refuse(self, exc: ValidationError, item: object) -> Result:
+        tid = exc.tracking_id or _raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")
+        if self._repeated(tid):
+            return duplicate(tid)
         return failure(tid, Status.REJECTED, exc, 0)
 
 

@@ -409,6 +409,18 @@ class CascadeClient:
         ``AuthenticationError`` on 401/403 and ``EndpointError`` on a wrong endpoint (3xx, 404,
         405, 415): those messages stay unsettled.
         """
+        return self._stream(messages, route=route, dedupe=dedupe, recorder=recorder, priority=priority)
+
+    def _stream(
+        self,
+        messages: MessageSource,
+        *,
+        route: Route | None,
+        dedupe: bool | None,
+        recorder: Recorder | None,
+        priority: Priority | Literal["bulk", "interactive"],
+        ordered: bool = False,
+    ) -> ResultStream:
         self._ensure_open()
         return ResultStream(
             messages,
@@ -424,6 +436,7 @@ class CascadeClient:
             isolate=self._isolate,
             on_start=self._started,
             priority=Priority(priority),
+            ordered=ordered,
         )
 
     async def send_many(
@@ -442,7 +455,7 @@ class CascadeClient:
         started = time.monotonic()
         duplicates: list[Result] = []
         by_id: dict[str, Result] = {}
-        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority)
+        stream = self._stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority, ordered=True)
 
         def report() -> BulkReport:
             order = stream.first_occurrences or ()

@@ -142,26 +142,39 @@ class RetryBudget:
 # --- the tenacity objects -------------------------------------------------------------------
 
 
-class Wait(tenacity.wait.wait_base):
-    """tenacity's ``wait``: ``wait_before_retry`` on the failed attempt's exception."""
+class Counted(Protocol):
+    """A batch's history (``_sending.Attempts``): its requests so far, and when the first began."""
 
-    def __init__(self, policy: RetryPolicy, rng: random.Random) -> None:
+    count: int
+    started: float | None
+
+
+class Wait(tenacity.wait.wait_base):
+    """tenacity's ``wait``: ``wait_before_retry`` on the failed attempt's exception.
+
+    Attempts are counted by the batch's own history from ``base`` (its count when this
+    send began), not by tenacity's loop: the first attempt runs before the loop exists.
+    """
+
+    def __init__(self, policy: RetryPolicy, rng: random.Random, attempts: Counted, base: int = 0) -> None:
         self._policy = policy
         self._rng = rng
+        self._attempts = attempts
+        self._base = base
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        return wait_before_retry(self._policy, _failure(retry_state), retry_state.attempt_number, self._rng)
+        return self.before_retry(_failure(retry_state))
 
-
-class HasStart(Protocol):
-    started: float | None
+    def before_retry(self, failure: BaseException | None) -> float:
+        return wait_before_retry(self._policy, failure, self._attempts.count - self._base, self._rng)
 
 
 class Stop(tenacity.stop.stop_base):
     """tenacity's ``stop``: the policy's limits, then the budget.
 
-    The budget is spent here and only here, once every other limit allows the retry, and
-    ``reason`` keeps why the loop stopped for the batch's results.
+    The budget is spent here and only here (``check``), once every other limit allows the
+    retry, and ``reason`` keeps why the loop stopped for the batch's results. Attempts are
+    counted as ``Wait`` counts them.
     """
 
     def __init__(
@@ -169,23 +182,27 @@ class Stop(tenacity.stop.stop_base):
         policy: RetryPolicy,
         budget: RetryBudget,
         now: Callable[[], float],
-        attempts: HasStart,
+        attempts: Counted,
         max_requests: int | None = None,
+        base: int = 0,
     ) -> None:
         self._policy = policy
         self._budget = budget
         self._now = now
-        self._attempts = attempts  # its ``started``: when the batch's first attempt began
+        self._attempts = attempts  # also its ``started``: when the batch's first attempt began
         self._max_requests = max_requests
+        self._base = base
         self.reason: str | None = None
 
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.check(_failure(retry_state), retry_state.upcoming_sleep)
+
+    def check(self, failure: BaseException | None, upcoming_sleep: float) -> bool:
+        """True when no further attempt may start after ``failure`` and a wait of ``upcoming_sleep``."""
         started = self._attempts.started
         elapsed = 0.0 if started is None else self._now() - started
-        reason = stop_reason(
-            self._policy, retry_state.attempt_number, elapsed, retry_state.upcoming_sleep, self._max_requests
-        )
-        failure = _failure(retry_state)
+        made = self._attempts.count - self._base
+        reason = stop_reason(self._policy, made, elapsed, upcoming_sleep, self._max_requests)
         if reason is None and failure is not None and not self._budget.try_spend(failure):
             reason = "retry budget exhausted (too many recent failures)"
         self.reason = reason

@@ -96,6 +96,7 @@ class ResultStream:
         isolate: int = 0,
         on_start: Callable[[ResultStream], None] | None = None,
         priority: Priority = Priority.BULK,
+        ordered: bool = False,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -109,7 +110,9 @@ class ResultStream:
         self._isolate = isolate
         self._on_start = on_start
         self._priority = priority
-        self._admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
+        self._admission = Admission(
+            dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables, ordered=ordered
+        )
         self._uploads: Uploads | None = None  # made at the first templated message
         self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
@@ -141,9 +144,8 @@ class ResultStream:
 
     @property
     def first_occurrences(self) -> Iterable[str] | None:
-        """Tracking ids in input order (first occurrences); None without ``dedupe``."""
-        seen = self._admission.seen
-        return None if seen is None else seen.keys()
+        """Tracking ids in input order (first occurrences); None unless made ``ordered``."""
+        return self._admission.order
 
     async def __aenter__(self) -> ResultStream:
         return self

@@ -314,3 +314,68 @@ def test_one_unusual_input_is_rejected_alone_and_costs_no_other_message(field: s
         assert bad[0].status is Status.REJECTED
         assert isinstance(bad[0].error, ValidationError)
     assert all(len(json.dumps(call[3])) <= 4096 for call in t.calls)
+
+
+class _CountingRetrying:
+    """Wraps tenacity.AsyncRetrying to count the loops built."""
+
+    built = 0
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import tenacity
+
+        real = tenacity.AsyncRetrying
+
+        def counting(*args: Any, **kwargs: Any) -> Any:
+            self.built += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(tenacity, "AsyncRetrying", counting)
+
+
+def test_a_batch_that_succeeds_at_once_builds_no_retry_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    loops = _CountingRetrying(monkeypatch)
+    t = FakeTransport()
+
+    async def main() -> list[Result]:
+        async with make(t, batch_size=2) as c:
+            return [r async for r in c.stream([msg(i) for i in range(6)])]
+
+    results = run_virtual(main())
+    assert [r.attempts for r in results] == [1] * 6
+    assert loops.built == 0
+
+
+@pytest.mark.parametrize(
+    ("answers", "attempts", "waits", "loops_built"),
+    [
+        pytest.param([error(503), "ok"], 2, [1], 1, id="one retry"),
+        pytest.param([error(503), error(503), error(503), "ok"], 4, [1, 2, 4], 1, id="three retries"),
+        pytest.param([error(503)] * 4, 4, [1, 2, 4], 1, id="gives up after max_attempts"),
+        pytest.param([error(400, "BAD", "text")], 1, [], 0, id="a rejection is not retried"),
+    ],
+)
+def test_after_a_bare_first_attempt_the_retries_keep_their_numbers_waits_and_limits(
+    monkeypatch: pytest.MonkeyPatch, answers: list[Any], attempts: int, waits: list[float], loops_built: int
+) -> None:
+    loops = _CountingRetrying(monkeypatch)
+    events: list[Event] = []
+    t = scripted(*answers)
+
+    class Ceiling:  # full jitter drawn at its ceiling: the wait shows the attempt number it was given
+        def uniform(self, a: float, b: float) -> float:
+            return b
+
+    async def main() -> Result:
+        async with make(t, on_event=events.append, retry=RetryPolicy(max_attempts=4, initial_wait=1.0)) as c:
+            c._sender._rng = Ceiling()  # type: ignore[assignment]
+            (r,) = [r async for r in c.stream([msg(1)])]
+            return r
+
+    r = run_virtual(main())
+    assert r.attempts == attempts
+    assert len(t.calls) == attempts
+    scheduled = [e for e in events if isinstance(e, RetryScheduled)]
+    assert [e.attempt for e in scheduled] == list(range(1, len(waits) + 1))
+    assert [e.delay for e in scheduled] == waits
+    assert loops.built == loops_built
