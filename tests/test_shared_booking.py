@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -30,14 +31,16 @@ def limiters(url: str, n: int, **kw: Any) -> list[SharedLimiter]:
     return made  # type: ignore[return-value]
 
 
-def count_calls(limiter: SharedLimiter) -> list[int]:
-    """Counts the acquire script's answers on ``limiter``."""
+def count_calls(limiter: SharedLimiter, answered: asyncio.Event | None = None) -> list[int]:
+    """Counts the acquire script's answers on ``limiter``; sets ``answered`` at each."""
     calls = [0]
     real: Callable[..., Awaitable[Any]] = limiter._acquire_script
 
     async def counted(*args: Any, **kwargs: Any) -> Any:
         answer = await real(*args, **kwargs)
         calls[0] += 1
+        if answered is not None:
+            answered.set()
         return answer
 
     limiter._acquire_script = counted
@@ -61,15 +64,15 @@ async def test_waiters_in_different_processes_are_served_in_booking_order_one_sl
             await made[i].acquire(1, priority=BULK)
             done.append((i, time.monotonic()))
 
-        calls = [count_calls(m) for m in made]
+        answered = [asyncio.Event() for _ in made]
+        calls = [count_calls(m, e) for m, e in zip(made, answered, strict=True)]
         tasks = []
         for i in (3, 1, 0, 2):  # booking order, not limiter order
             tasks.append(asyncio.create_task(one(i)))
-            while not calls[i][0]:  # booked before the next one books
-                await asyncio.sleep(0.001)
+            await answered[i].wait()  # booked before the next one books
         await asyncio.gather(*tasks)
         assert [i for i, _ in done] == [3, 1, 0, 2]
-        gaps = [b - a for (_, a), (_, b) in zip(done, done[1:], strict=False)]
+        gaps = [b - a for (_, a), (_, b) in itertools.pairwise(done)]
         assert all(0.035 < g < 0.07 for g in gaps), gaps  # one token (50 ms) apart, not all at once
         assert [c[0] for c in calls] == [1, 1, 1, 1]  # booked once each, no asking again
     finally:
