@@ -74,7 +74,8 @@ end
 ACQUIRE = (
     _PRELUDE
     + """
-local messages, interactive, reserve = tonumber(ARGV[8]), ARGV[9] == '1', tonumber(ARGV[10])
+local messages, interactive = tonumber(ARGV[8]), ARGV[9] == '1'
+local reserve = math.max(0, math.min(tonumber(ARGV[10]), burst - 1))  -- a stricter burst stored by another process
 local mwait = 0
 if mrate > 0 and messages > mlevel then mwait = (messages - mlevel) / mper_us end
 local slot = math.max(0, (1 + reserve - level) / per_us, pause - now, mwait)

@@ -167,3 +167,23 @@ async def test_a_bucket_lost_with_a_redis_restart_starts_empty_for_processes_tha
     finally:
         await close(sender)
         own.kill()
+
+
+async def test_a_reserve_larger_than_a_stricter_stored_burst_never_lets_more_than_the_burst_through(
+    valkey: RedisServer,
+) -> None:
+    import redis.asyncio as aioredis
+
+    from cascade_async._shared_scripts import ACQUIRE
+
+    client = aioredis.Redis.from_url(valkey.url)
+    script = client.register_script(ACQUIRE)
+    key = f"cascade:rl:test-{uuid.uuid4().hex}"
+    small = [0.1, 4, 0, 0, 0.05, 60_000, 1]  # one token per 10 s, burst 4
+    large = [0.1, 150, 0, 0, 0.05, 60_000, 1]  # another process: burst 150, reserve 100
+    try:
+        assert (await script(keys=[key], args=[*small, 1, 0, 0]))[:2] == [1, 0]
+        waits = [int((await script(keys=[key], args=[*large, 1, 1, 100]))[1]) for _ in range(5)]
+        assert [w == 0 for w in waits] == [True, True, True, False, False]  # 1 + 3 at once: the burst of 4
+    finally:
+        await client.aclose()
