@@ -15,9 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from cascade_async._ratelimit import Priority, RateLimit, make_limiter
 from cascade_async._shared_limit import SharedLimiter
+from cascade_async._shared_scripts import ACQUIRE
 
 from .redis_support import RedisServer, require_server
 
@@ -172,10 +174,6 @@ async def test_a_bucket_lost_with_a_redis_restart_starts_empty_for_processes_tha
 async def test_a_reserve_larger_than_a_stricter_stored_burst_never_lets_more_than_the_burst_through(
     valkey: RedisServer,
 ) -> None:
-    import redis.asyncio as aioredis
-
-    from cascade_async._shared_scripts import ACQUIRE
-
     client = aioredis.Redis.from_url(valkey.url)
     script = client.register_script(ACQUIRE)
     key = f"cascade:rl:test-{uuid.uuid4().hex}"
