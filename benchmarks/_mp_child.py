@@ -55,6 +55,7 @@ async def otp_sender(client: CascadeClient, prefix: str, end: float, out: dict[s
     results: list[Result] = []
     while time.time() < end:
         began = time.perf_counter()
+        out["sent_at"].append(time.time())
         try:
             results.append(await client.send(message(prefix, len(results))))
         except Exception:
@@ -74,7 +75,7 @@ async def main(mode: str, url: str, start: float, end: float, batch: int, sender
         elif type(event).__name__.startswith("SharedLimit"):
             seen["events"] += 1
 
-    out: dict[str, Any] = {"latencies": [], "errors": 0, "acquire_calls": 0}
+    out: dict[str, Any] = {"latencies": [], "sent_at": [], "errors": 0, "acquire_calls": 0}
     prefix = f"{mode[0]}{os.getpid()}"
     options: dict[str, Any] = {}
     if reserve := os.environ.get("BENCH_RESERVE"):  # the trade-off runs: the shared limit with another reserve

@@ -115,6 +115,8 @@ async def run(
     throttled = statuses.get("429", 0)
     requests = sum(c["requests"] for c in [*bulk, interactive])
     lat = interactive["latencies"]
+    # the same, without the sends of the first 2 s (the initial burst of 150 requests floods the server)
+    settled = [x for x, at in zip(lat, interactive["sent_at"], strict=True) if at >= start + 2.0]
     return {
         "mode": ("shared" if shared else "per process") + ("" if reserve is None else f", reserve {reserve}"),
         "k": k,
@@ -130,6 +132,8 @@ async def run(
         "interactive_latencies": lat,
         "p50_ms": 1000 * statistics.median(lat),
         "p99_ms": 1000 * percentile(lat, 0.99),
+        "settled_sends": len(settled),
+        "settled_p99_ms": 1000 * percentile(settled, 0.99),
         "duration": duration,
         "acquire_calls_per_request": sum(c["acquire_calls"] for c in [*bulk, interactive]) / max(1, requests),
         "lua_calls_per_request": calls / max(1, requests),
@@ -141,7 +145,7 @@ async def run(
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| limiter | K bulk | req/s (after the burst) | 429s | busiest 1-s window | failed msgs "
-        "| OTPs | interactive p50 / p99 ms | acquire calls / request | Lua calls / request (all) "
+        "| OTPs | interactive p50 / p99 ms (p99 after 2 s) | acquire calls / request | Lua calls / request (all) "
         "| server µs / call | client CPU µs / request |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -150,7 +154,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {x['mode']} | {x['k']} | {x['req_per_s']:.1f} ({x['sustained_per_s']:.1f}) "
             f"| {x['429s']} ({x['429_pct']:.2f} %) "
             f"| {x['busiest_second']} | {x['failed']} of {x['messages']:,} | {x['interactive_sends']:,} "
-            f"| {x['p50_ms']:.1f} / {x['p99_ms']:.1f} | {x['acquire_calls_per_request']:.2f} "
+            f"| {x['p50_ms']:.1f} / {x['p99_ms']:.1f} ({x['settled_p99_ms']:.1f}) "
+            f"| {x['acquire_calls_per_request']:.2f} "
             f"| {x['lua_calls_per_request']:.2f} | {x['lua_us_per_call']:.1f} | {x['cpu_us_per_request']:.0f} |"
         )
     return "\n".join(lines)
@@ -217,9 +222,12 @@ async def main() -> None:
     for row in rows:
         if row["mode"] == "shared" and row["k"] in target_ks:
             verdict = "met" if row["p99_ms"] <= limit else "MISSED"
+            settled = "met" if row["settled_p99_ms"] <= limit else "MISSED"
             print(
                 f"shared K={row['k']}: p99 {row['p99_ms']:.1f} ms over {row['interactive_sends']} sends, target "
-                f"<= 2 * {base['p99_ms']:.1f} + 20 = {limit:.1f} ms: {verdict}; busiest second {row['busiest_second']} "
+                f"<= 2 * {base['p99_ms']:.1f} + 20 = {limit:.1f} ms: {verdict} (after the first 2 s: "
+                f"{row['settled_p99_ms']:.1f} ms over {row['settled_sends']} sends: {settled}); "
+                f"busiest second {row['busiest_second']} "
                 f"(target <= 101); {row['429_pct']:.2f} % 429s; {row['failed']} failed; "
                 f"{row['req_per_s']:.1f} req/s; {row['acquire_calls_per_request']:.2f} acquire calls / request"
             )
