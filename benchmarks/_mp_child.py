@@ -78,8 +78,13 @@ async def main(mode: str, url: str, start: float, end: float, batch: int, sender
     out: dict[str, Any] = {"latencies": [], "sent_at": [], "errors": 0, "acquire_calls": 0}
     prefix = f"{mode[0]}{os.getpid()}"
     options: dict[str, Any] = {}
-    if reserve := os.environ.get("BENCH_RESERVE"):  # the trade-off runs: the shared limit with another reserve
-        options["rate_limit"] = RateLimit(redis_url=os.environ["CASCADE_REDIS_URL"], interactive_reserve=int(reserve))
+    reserve, headroom = os.environ.get("BENCH_RESERVE"), os.environ.get("BENCH_HEADROOM")
+    if reserve or headroom:  # the trade-off runs: the shared limit with another reserve or headroom
+        options["rate_limit"] = RateLimit(
+            redis_url=os.environ.get("CASCADE_REDIS_URL"),
+            interactive_reserve=int(reserve) if reserve else None,
+            headroom=float(headroom) if headroom else 0.01,
+        )
     async with CascadeClient(base_url=url, batch_size=batch, on_event=hook, **options) as client:
         await client.send(message(prefix + "warm", 0))  # connect, load the script: not measured
         count_script_calls(client, out)

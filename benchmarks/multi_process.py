@@ -2,6 +2,7 @@
 
     python benchmarks/multi_process.py [--duration 20] [--target-duration 52] [--k 1,2,4,8] [--redis-url ...]
     python benchmarks/multi_process.py --modes "" --reserves 0,15,50     # the interactive_reserve trade-off
+    python benchmarks/multi_process.py --modes shared --k 8 --headroom 0.03   # every limit with another headroom
 
 The sandbox runs in this process with the provider's limit: 100 requests per second, burst 150, 20 ms per
 request. For each K, K processes ``send_many`` batches of 100 while one more process runs ``--senders``
@@ -40,6 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CHILD = os.path.join(HERE, "_mp_child.py")
 SECRET = "benchmark-account"
 LIMIT, BURST, LATENCY = 100, 150, 0.02
+HEADROOM: float | None = None  # --headroom: every client's, instead of RateLimit's default
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -103,6 +105,8 @@ async def run(
         env["CASCADE_REDIS_URL"] = redis_url
     if reserve is not None:
         env["BENCH_RESERVE"] = str(reserve)
+    if HEADROOM is not None:
+        env["BENCH_HEADROOM"] = str(HEADROOM)
     start = time.time() + 3.0 + 0.4 * k  # every process started, connected and warm
     end = start + duration
     offset = time.monotonic() - time.time()
@@ -118,7 +122,9 @@ async def run(
     # the same, without the sends of the first 2 s (the initial burst of 150 requests floods the server)
     settled = [x for x, at in zip(lat, interactive["sent_at"], strict=True) if at >= start + 2.0]
     return {
-        "mode": ("shared" if shared else "per process") + ("" if reserve is None else f", reserve {reserve}"),
+        "mode": ("shared" if shared else "per process")
+        + ("" if reserve is None else f", reserve {reserve}")
+        + ("" if HEADROOM is None else f", headroom {HEADROOM:g}"),
         "k": k,
         "req_per_s": (len(window) - throttled) / duration,
         "sustained_per_s": sum(1 for t in window if t >= start + offset + 2.0) / (duration - 2.0),
@@ -172,9 +178,12 @@ async def main() -> None:
     parser.add_argument("--redis-url")
     parser.add_argument("--reserves", default="", help="e.g. 0,15,50: shared runs at --reserve-k with these reserves")
     parser.add_argument("--reserve-k", type=int, default=4)
+    parser.add_argument("--headroom", type=float, help="every client's RateLimit.headroom (default: its default)")
     parser.add_argument("--json", default=os.path.join(HERE, "results", "multi_process.json"))
     args = parser.parse_args()
     ks = [int(x) for x in args.k.split(",")]
+    global HEADROOM
+    HEADROOM = args.headroom
     target_ks = {int(x) for x in args.target_k.split(",") if x}
 
     def duration(shared: bool, k: int) -> float:
