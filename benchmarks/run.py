@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 from typing import Any
@@ -29,31 +30,38 @@ VARIANTS = {
 
 
 def bulk(n: int, latency: float, repeats: int) -> list[dict[str, Any]]:
-    """Each variant ``repeats`` times, interleaved (the machine is shared and noisy): the median run."""
+    """Each variant ``repeats`` times, interleaved (the machine is shared and noisy)."""
     runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
     with sandbox_process("--latency", str(latency), "--no-record", "--no-inbox", "--no-delivery") as url:
         run_child("bulk_client.py", "d", url, str(min(n, 20_000)))  # warm the server up
+        names = list(VARIANTS)
         for i in range(repeats):
-            for variant in VARIANTS:
+            for variant in names[i % len(names) :] + names[: i % len(names)]:  # a new order each round
                 if variant == "b" and i > 0 and latency > 0:
                     continue  # sequential and slow: one run is plenty to show the gap
                 runs[variant].append(run_child("bulk_client.py", variant, url, str(n)))
     rows = []
     for variant_runs in runs.values():
-        variant_runs.sort(key=lambda r: r["msgs_per_s"])
-        row = variant_runs[len(variant_runs) // 2]
+        # Ratios are taken per round (each run against the ceilings' runs of the same round,
+        # which ran next to it), then the median over the rounds: the machine's drift cancels.
+        def paired(key: str, against: str, v: list[dict[str, Any]] = variant_runs) -> float:
+            return statistics.median(r[key] / o[key] for r, o in zip(v, runs[against], strict=False))
+
+        ratios = {
+            "throughput_vs_d": paired("msgs_per_s", "d"),
+            "cpu_vs_d": paired("cpu_us_per_msg", "d"),
+            "cpu_vs_d_dicts": paired("cpu_us_per_msg", "d-dicts"),
+            "throughput_vs_d_dicts": paired("msgs_per_s", "d-dicts"),
+        }
+        ordered = sorted(variant_runs, key=lambda r: r["cpu_us_per_msg"])
+        row = dict(ordered[len(ordered) // 2])  # the median run by CPU, for the absolute figures
+        row["msgs_per_s"] = statistics.median(r["msgs_per_s"] for r in variant_runs)
+        row.update(ratios)
         row["latency_ms"] = latency * 1000
         row["runs"] = len(variant_runs)
         row["msgs_per_s_all"] = [r["msgs_per_s"] for r in variant_runs]
-        row["cpu_us_per_msg_all"] = sorted(r["cpu_us_per_msg"] for r in variant_runs)
+        row["cpu_us_per_msg_all"] = [r["cpu_us_per_msg"] for r in variant_runs]
         rows.append(row)
-    ceiling = next(r for r in rows if r["variant"] == "d")
-    dicts = next(r for r in rows if r["variant"] == "d-dicts")
-    for r in rows:
-        r["throughput_vs_d"] = r["msgs_per_s"] / ceiling["msgs_per_s"]
-        r["cpu_vs_d"] = r["cpu_us_per_msg"] / ceiling["cpu_us_per_msg"]
-        r["cpu_vs_d_dicts"] = r["cpu_us_per_msg"] / dicts["cpu_us_per_msg"]
-        r["throughput_vs_d_dicts"] = r["msgs_per_s"] / dicts["msgs_per_s"]
     return rows
 
 
@@ -72,7 +80,7 @@ def print_tables(results: dict[str, Any]) -> None:
     for latency, rows in results["bulk"].items():
         print(
             f"Bulk send of {rows[0]['messages']:,} messages, batch 500, 8 in flight, sandbox latency {latency} "
-            f"(median of {rows[0]['runs']} runs):\n"
+            f"({rows[0]['runs']} interleaved rounds; ratios are the median of per-round ratios):\n"
         )
         print("| client | msgs/s | CPU µs/msg | peak RSS MB | msgs/s ÷ (d) | CPU ÷ (d) | CPU ÷ (d-dicts) |")
         print("|---|---:|---:|---:|---:|---:|---:|")
@@ -119,11 +127,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of every variant, interleaved")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "latest.json"))
     args = parser.parse_args()
     n = 20_000 if args.quick else args.messages
     results: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    repeats = 1 if args.quick else 3
+    repeats = 1 if args.quick else args.repeats
     results["bulk"] = {"50 ms": bulk(n, 0.05, repeats), "0 ms": bulk(n, 0.0, repeats)}
     results["memory"] = streaming_memory([10_000, 50_000] if args.quick else [100_000, 1_000_000])
     results["rate"] = run_child("rate_fidelity.py", "2" if args.quick else "10")

@@ -24,11 +24,11 @@ from ._events import BatchCompleted, BatchSent, Event, EventHook, RetryScheduled
 from ._inputs import BadLine, read_csv, read_json_array, read_jsonl
 from ._journal import Journal
 from ._models import Fallback, Message, MessageType, Result, Route, Status
+from ._outcomes import Recorder
 from ._ratelimit import Priority, RateLimit, RateLimiter, SharedLimitFallback, SharedLimitRecovered, credential_key
 from ._report import BulkReport
 from ._retry import RetryPolicy
 from ._segments import SHORT_URL_LENGTH, SegmentInfo, SmsEncoding, sms_segments
-from ._sending import Recorder
 from ._stream import MessageSource, ResultStream
 from ._templates import Personalised, Rejected, Template, TemplateItem, TemplateItems
 from ._tracking import TrackItem

@@ -4,59 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hashlib
-import ipaddress
 import os
 import ssl as _ssl
 import time
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from types import TracebackType
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from collections.abc import Iterable
+from typing import Literal
 
 import aiohttp
-import msgspec
 
 from ._admission import is_duplicate
+from ._client_delivery import DeliveryMethods, status_fetcher
+from ._client_lifecycle import ClientLifecycle
+from ._client_settings import (
+    _DEFAULT_RETRY,
+    _UNSET,
+    DATA_RATE_LIMIT,
+    DEFAULT_BASE_URL,
+    DEFAULT_STATUS_URL,
+    ClientSettings,
+    _Unset,
+    check_base_url,
+    check_sending,
+    credential_headers,
+    default_rate_limit,
+)
+from ._client_single import SingleSends
 from ._coalesce import Coalescer
-from ._delivery import DeliveryReport
-from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._events import EventHook, emit
-from ._models import Message, Result, Route, Status
-from ._ratelimit import LimiterEvent, Priority, RateLimit, RateLimiter, credential_key, make_limiter
+from ._models import Result, Route
+from ._outcomes import Recorder, StopCall
+from ._ratelimit import LimiterEvent, Priority, RateLimit, make_limiter
 from ._report import BulkReport
 from ._retry import NO_RETRY, RetryPolicy
-from ._sending import BatchSender, Recorder, StopCall
+from ._sending import BatchSender
 from ._stream import MessageSource, ResultStream
-from ._tracking import StatusFetcher, TrackItem, track
+from ._templates import TemplateItems
 from ._transport import AiohttpTransport, Transport
 from ._uploads import UploadReport, upload_variables
 from ._variables import Variable
-from ._version import __version__
-from ._wire import encode_batch
 
 __all__ = ["DATA_RATE_LIMIT", "DEFAULT_BASE_URL", "DEFAULT_STATUS_URL", "CascadeClient"]
 
-DEFAULT_BASE_URL: Final = "https://restapi.smsbat.com"
-DEFAULT_STATUS_URL: Final = "https://api.smsbat.com"  # the delivery status host
-#: The provider's limit on data endpoints (status, balance), apart from the sending limit.
-DATA_RATE_LIMIT: Final = RateLimit(requests_per_second=50.0, burst=75)
-MAX_BATCH: Final = 1000
-_DEFAULT_RATE_LIMIT: Final = RateLimit()
-_DEFAULT_RETRY: Final = RetryPolicy()
-REDIS_URL_ENV: Final = "CASCADE_REDIS_URL"
 
-
-class _Unset(enum.Enum):
-    UNSET = "the default"  # ``rate_limit`` not passed: tells it apart from an explicit RateLimit or None
-
-
-_UNSET: Final = _Unset.UNSET
-
-
-class CascadeClient:
+# One job per module: settings (_client_settings), closing (_client_lifecycle), single sends
+# (_client_single), delivery status (_client_delivery); construction and bulk sending here.
+class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethods):
     """The asyncio client for SMSBAT's Cascade Messages API.
 
     >>> async with CascadeClient(api_key="...") as client:
@@ -121,40 +115,18 @@ class CascadeClient:
     ) -> None:
         if api_key is None:
             api_key = os.environ.get("CASCADE_API_KEY")
-        headers = {
-            "Content-Type": "application/json",
-            "Accept": "application/json",
-            "User-Agent": f"cascade-async/{__version__}",
-        }
-        self._credentials: list[str] = []
-        for name, header, value in (
-            ("api_key", "X-Authorization-Key", api_key),
-            ("viber_token", "X-Viber-Auth-Token", viber_token),
-            ("telegram_key", "X-Tg-Bot-Key", telegram_key),
-        ):
-            if value is None:
-                continue
-            _check_credential(name, value)
-            headers[header] = value
-            self._credentials.append(name)
-        if not self._credentials:
-            raise ValueError("no credentials: pass api_key (or set CASCADE_API_KEY), viber_token or telegram_key")
-        self._base_url = _check_base_url(base_url, allow_insecure)
+        headers, self._credentials = credential_headers(api_key, viber_token, telegram_key)
+        self._base_url = check_base_url(base_url, allow_insecure)
         self._route = Route(route)
-        if not 1 <= batch_size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}, got {batch_size}")
-        if max_batch_bytes < 1024:
-            raise ValueError("max_batch_bytes must be at least 1024")
-        if linger < 0:
-            raise ValueError("linger must not be negative")
-        if send_linger < 0:
-            raise ValueError("send_linger must not be negative")
-        if max_in_flight < 1:
-            raise ValueError("max_in_flight must be at least 1")
-        if send_timeout is not None and send_timeout <= 0:
-            raise ValueError("send_timeout must be positive (or None for no limit)")
-        if max_isolation_requests < 2:
-            raise ValueError("max_isolation_requests must be at least 2 (one split)")
+        check_sending(
+            batch_size=batch_size,
+            max_batch_bytes=max_batch_bytes,
+            linger=linger,
+            send_linger=send_linger,
+            max_in_flight=max_in_flight,
+            send_timeout=send_timeout,
+            max_isolation_requests=max_isolation_requests,
+        )
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes
         self._linger = linger
@@ -192,54 +164,11 @@ class CascadeClient:
             policy=retry or NO_RETRY,
             on_event=on_event,
         )
-        self._status = _status_fetcher(
+        self._status = status_fetcher(
             self._sender, base_url, status_base_url, allow_insecure, api_key, headers, status_rate_limit
         )
         self._closed = False
         self._closing: asyncio.Future[None] | None = None
-
-    # --- settings: fixed at construction ----------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return self._base_url
-
-    @property
-    def route(self) -> Route:
-        return self._route
-
-    @property
-    def batch_size(self) -> int:
-        return self._batch_size
-
-    @property
-    def max_batch_bytes(self) -> int:
-        return self._max_batch_bytes
-
-    @property
-    def linger(self) -> float:
-        return self._linger
-
-    @property
-    def max_in_flight(self) -> int:
-        return self._max_in_flight
-
-    @property
-    def send_linger(self) -> float:
-        return self._send_linger
-
-    @property
-    def send_timeout(self) -> float | None:
-        return self._send_timeout
-
-    @property
-    def dedupe(self) -> bool:
-        return self._dedupe
-
-    @property
-    def rate_limit(self) -> RateLimit | None:
-        """The rate limit in force (its repr hides a Redis password)."""
-        return self._rate_limit
 
     def _limiter_event(self, event: LimiterEvent) -> None:
         emit(self._hook, event)
@@ -248,131 +177,7 @@ class CascadeClient:
         # Names the credentials it holds, never their values.
         return f"CascadeClient(base_url={self.base_url!r}, route={self.route.name}, credentials={self._credentials})"
 
-    # --- lifecycle ------------------------------------------------------------------
-
-    async def __aenter__(self) -> CascadeClient:
-        self._ensure_open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop everything the client runs, then close the connection pool (unless it was passed in).
-
-        Streams read no more input and start no new batch; queued ``send()`` calls are flushed.
-        Then nothing more leaves: batches in flight finish within ``close_timeout`` seconds or
-        end FAILED with their outcome unknown, each stream ends with ``ClientClosedError``
-        after the results already in flight, and sends still pending fail with it. Nothing is
-        dropped silently. Safe to call twice.
-        """
-        if self._closing is None:
-            self._closed = True
-            self._closing = asyncio.ensure_future(self._close())
-        # shield: a second caller (or a cancelled one) must not cut the first one's close short
-        await asyncio.shield(self._closing)
-
-    async def _close(self) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._close_timeout  # one budget for the whole close
-        streams = list(self._streams)
-        for stream in streams:
-            await stream.stop_intake()
-        coalescers, self._coalescers = list(self._coalescers.values()), {}
-        for coalescer in coalescers:
-            await coalescer.aclose(max(0.0, deadline - loop.time()))
-        self._sender.closed = True
-        if streams:
-            left = max(0.0, deadline - loop.time())
-            await asyncio.gather(*(s.close_for_client(left) for s in streams))
-        if self._limiter is not None:
-            await self._limiter.aclose()
-        await self._transport.aclose()
-        if self._status.limiter is not None:
-            await self._status.limiter.aclose()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _ensure_open(self) -> None:
-        if self._closed:
-            raise ClientClosedError("this CascadeClient is closed")
-
-    def _started(self, stream: ResultStream) -> None:
-        self._ensure_open()
-        self._streams.add(stream)
-
-    # --- sending --------------------------------------------------------------------
-
-    async def send_batch(
-        self,
-        messages: Iterable[Message],
-        *,
-        route: Route | None = None,
-        priority: Priority | Literal["bulk", "interactive"] = Priority.BULK,
-    ) -> list[Result]:
-        """POST 1-1000 messages once: no retries, no splitting (a 429 still pauses the rate limiter).
-
-        Results are matched by tracking id, in the order of ``messages``. A message the
-        answer does not mention ends FAILED with a ``ProtocolError``. A non-200 answer raises
-        the matching ``APIError``; a connection failure raises ``TransportError``.
-        """
-        self._ensure_open()
-        batch = list(messages)
-        if not 1 <= len(batch) <= MAX_BATCH:
-            raise ValueError(f"send_batch takes 1 to {MAX_BATCH} messages, got {len(batch)}")
-        ids: set[str] = set()
-        for m in batch:
-            if not isinstance(m, Message):
-                raise TypeError(f"send_batch takes Message objects, not {type(m).__name__}")
-            if m.id in ids:
-                raise ValidationError(
-                    "appears twice in one batch", field="id", tracking_id=m.id, code=ErrorCode.DUPLICATE_ID
-                )
-            ids.add(m.id)
-        capacity = _message_capacity(self._rate_limit)
-        if capacity is not None and len(batch) > capacity:
-            raise ValidationError(
-                f"a batch of {len(batch)} messages can never pass the message bucket: "
-                f"RateLimit.message_burst is {capacity}; send at most that many at once",
-                field=None,
-                tracking_id=None,
-            )
-        body = encode_batch(batch)
-        if len(body) > self._max_batch_bytes:
-            raise ValidationError(
-                f"the batch encodes to {len(body)} bytes, above max_batch_bytes={self._max_batch_bytes}",
-                field=None,
-                tracking_id=None,
-                code=ErrorCode.MESSAGE_TOO_LARGE,
-            )
-        return await self._sender.post(batch, body, route or self._route, 1, Priority(priority))
-
-    async def send(self, message: Message | Mapping[str, Any], *, route: Route | None = None) -> Result:
-        """Send one message with the client's retries; return its ACCEPTED result or raise.
-
-        Concurrent calls share batches (see ``send_linger``; ``coalesce=False`` sends one
-        request per message). Raises ``ValidationError`` for invalid input, the ``APIError``
-        that rejected it, or the ``TransportError`` / ``ProtocolError`` it failed with.
-        """
-        self._ensure_open()
-        msg = message if isinstance(message, Message) else Message.from_dict(message)
-        route = route or self._route
-        coalescer = self._coalescers.get(route)
-        if coalescer is None:
-            coalescer = self._coalescers[route] = Coalescer(
-                self._sender,
-                route,
-                batch_size=self._batch_size if self._coalesce else 1,
-                linger=self._send_linger if self._coalesce else 0.0,
-                max_in_flight=self._max_in_flight if self._coalesce else MAX_BATCH,
-                max_batch_bytes=self._max_batch_bytes,
-                isolate=self._isolate,
-            )
-        return await coalescer.send(msg, self._send_timeout)
+    # --- bulk sending (send_batch and send: SingleSends) ---------------------------------
 
     async def upload_variables(self, variables: Iterable[Variable]) -> UploadReport:
         """Upload message variables (``POST /api/items``) in requests of up to 1000, through the
@@ -403,6 +208,8 @@ class CascadeClient:
         tracking ids (``DUPLICATE_ID``), which costs memory for every id of the call (about
         90 bytes each). ``dedupe=False`` (or the client's ``dedupe=False``) keeps memory flat
         for endless streams whose ids are unique by construction: repeats are then sent too.
+        ``Template.messages()`` items refuse repeated ids themselves in far less memory, so by
+        default the stream keeps no id set for them.
         ``recorder`` is told of every batch before it leaves and of every result (the
         ``Journal`` is one). ``priority``: bulk (the default) leaves the rate limit's
         ``interactive_reserve`` to ``send()``; "interactive" goes ahead of bulk. Stops with
@@ -422,6 +229,8 @@ class CascadeClient:
         ordered: bool = False,
     ) -> ResultStream:
         self._ensure_open()
+        if dedupe is None and isinstance(messages, TemplateItems):
+            dedupe = False  # the template's own check (see _template_ids)
         return ResultStream(
             messages,
             sender=self._sender,
@@ -475,130 +284,3 @@ class CascadeClient:
                 exc.partial_report = report()  # type: ignore[attr-defined]
             raise
         return report()
-
-    # --- delivery status (logic in _tracking) ------------------------------------------
-
-    @property
-    def status_base_url(self) -> str:
-        return self._status.base_url
-
-    async def status(self, message_id: str) -> DeliveryReport:
-        """The delivery status of one accepted message: ``GET /bat/message/{messageId}``.
-
-        Raises ``MessageNotFoundError`` when the status host does not know the id (a message
-        accepted a moment ago may not show yet), or the ``CascadeError`` the request failed with.
-        """
-        self._ensure_open()
-        return await self._status(message_id, Priority.INTERACTIVE)
-
-    def track(
-        self,
-        items: Iterable[TrackItem] | AsyncIterable[TrackItem],
-        *,
-        timeout: float = 120.0,
-        every: float = 5.0,
-    ) -> AsyncIterator[DeliveryReport]:
-        """Poll until each message's status is final: yields one ``DeliveryReport`` per message.
-
-        ``items``: Results (those not ACCEPTED are skipped), message ids, or ``(tracking_id,
-        message_id)`` pairs, from any iterable or async iterable. Each message is polled about
-        every ``every`` seconds, backing off, never more than once a second, and all of them
-        within the data endpoints' bucket. After ``timeout`` seconds from the start of its
-        tracking, a message yields a report with ``final=False`` and its last status seen.
-        Reports come in the order they become final. Close it early with ``aclose()``.
-        """
-        self._ensure_open()
-        self._status.check()
-        return track(self._status, items, timeout=timeout, every=every, rate=self._status.rate)
-
-    async def wait_delivered(
-        self,
-        result: Result | str,
-        *,
-        timeout: float = 30.0,  # noqa: ASYNC109 (a per-message deadline: the documented API)
-    ) -> DeliveryReport:
-        """Wait for one message's final status (the OTP flow): never raises for an undelivered one.
-
-        Returns the final report (check ``report.delivered``), or one with ``final=False`` when
-        ``timeout`` seconds pass first. Polls about once a second, ahead of bulk tracking.
-        """
-        self._ensure_open()
-        self._status.check()
-        if isinstance(result, Result) and (result.status is not Status.ACCEPTED or not result.message_id):
-            raise ValueError(f"{result.tracking_id!r} was not accepted ({result.status.value}): nothing to wait for")
-        stream = track(
-            self._status, [result], timeout=timeout, every=1.0, rate=self._status.rate, priority=Priority.INTERACTIVE
-        )
-        try:
-            async for report in stream:
-                return report
-        finally:
-            await stream.aclose()  # type: ignore[attr-defined]
-        raise AssertionError("track() yields one report per message")  # pragma: no cover
-
-
-def default_rate_limit() -> RateLimit:
-    """The limit a client gets when none is passed: shared through ``$CASCADE_REDIS_URL`` when it is set."""
-    url = os.environ.get(REDIS_URL_ENV, "").strip()
-    return RateLimit(redis_url=url) if url else _DEFAULT_RATE_LIMIT
-
-
-def _message_capacity(config: RateLimit | None) -> int | None:
-    if config is None or config.messages_per_second is None:
-        return None
-    return config.message_burst or max(1, round(config.messages_per_second))
-
-
-def _check_credential(name: str, value: str) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{name} must be a non-empty string")
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError(f"{name} must not contain CR, LF or NUL")
-
-
-def _check_base_url(url: str, allow_insecure: bool) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
-    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
-        raise ValueError(
-            "base_url must use https (plain http is allowed only for loopback hosts or with allow_insecure=True)"
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("base_url must not hold credentials, a query or a fragment")
-    return url.rstrip("/")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _status_fetcher(
-    sender: BatchSender,
-    base_url: str,
-    status_base_url: str | None,
-    allow_insecure: bool,
-    api_key: str | None,
-    headers: Mapping[str, str],
-    config: RateLimit | None,
-) -> StatusFetcher:
-    if status_base_url is None:
-        status_base_url = DEFAULT_STATUS_URL if base_url.rstrip("/") == DEFAULT_BASE_URL else base_url
-    url = _check_base_url(status_base_url, allow_insecure)
-    limiter: RateLimiter | None = None
-    status_headers: dict[str, str] | None = None
-    if api_key is not None:
-        status_headers = {k: v for k, v in headers.items() if k not in ("X-Viber-Auth-Token", "X-Tg-Bot-Key")}
-        status_headers.pop("Content-Type", None)
-        if config is not None:
-            if config.redis_url is not None and config.key is None:
-                # its own bucket in Redis: the data endpoints' limit is apart from the sending one
-                config = msgspec.structs.replace(config, key=credential_key(api_key) + ":data")
-            digest = hashlib.sha256(api_key.encode()).hexdigest()
-            limiter = make_limiter(config, batch_size=1, credential_hash=digest)
-    return StatusFetcher(sender, url, status_headers, limiter, None if config is None else config.requests_per_second)

@@ -16,10 +16,12 @@ from collections.abc import Sequence
 
 from ._admission import size_bound
 from ._batching import Batcher
+from ._deliver import repeat_rounds
 from ._errors import CascadeError, ClientClosedError, ErrorCode, TimeoutError, ValidationError
 from ._models import Message, Result, Route, Status
+from ._outcomes import Failed, StopCall
 from ._ratelimit import Priority
-from ._sending import BatchSender, Failed, StopCall, repeat_rounds
+from ._sending import BatchSender
 from ._wire import encode_batch
 
 logger = logging.getLogger("cascade_async")

@@ -22,20 +22,19 @@ The tree::
 accepted although no confirmation came back (a lost response, a malformed 200, a gateway
 timeout): such messages must not be reported delivered, nor silently treated as never sent.
 
-How each HTTP status is read lives here too, in one table (``classify``): the engine, the
-journal and the tests all ask it.
+How each HTTP status is read is one table in ``_statuses.py`` (``classify``); which class an
+error answer becomes is ``error_from_response`` below, and ``_error_body.py`` reads its body.
 """
 
 from __future__ import annotations
 
 import builtins
-import datetime as _dt
-import email.utils
 import enum
 from collections.abc import Mapping
-from typing import Any, Final, Self
+from typing import Any, Self
 
-import msgspec
+from ._error_body import parse_retry_after, read_error_body
+from ._statuses import AUTH_STATUSES, ENDPOINT_STATUSES, UNKNOWN_STATUSES
 
 __all__ = [
     "APIError",
@@ -67,10 +66,6 @@ class ErrorCode(enum.StrEnum):
     NOT_ISOLATED = "NOT_ISOLATED"  # a 400 batch whose bad messages were not found within the cap
     CONTENT_CHANGED = "CONTENT_CHANGED"  # a resumed job holds the id with other content
     MISSING_VARIABLE = "MISSING_VARIABLE"  # a template field has no value for this recipient
-
-
-# How much of a raw error body is kept on the exception (bodies can be HTML pages).
-_MAX_KEPT_BODY = 4096
 
 
 class CascadeError(Exception):
@@ -236,121 +231,17 @@ class JournalLockedError(JournalError):
     """Another process holds the journal's sender lock: a second sender would send twice."""
 
 
-# --- how each status is read: the one table ---------------------------------------------
-
-
-class Verdict(enum.Enum):
-    OK = "ok"  # a success: read the acknowledgements
-    RETRY = "retry"  # not processed for certain: safe to send again
-    UNKNOWN = "unknown"  # may have been processed (a gateway gave up waiting): retried only if asked
-    SPLIT = "split"  # some message is invalid: isolate it
-    REJECT = "reject"  # permanent for these messages
-    FAIL = "fail"  # the server failed in a way a retry will not fix (501, 505 ...): FAILED, not REJECTED
-    STOP = "stop"  # about the endpoint or the credentials, not the messages: stop the call
-
-
-#: Redirects (never followed), answers that mean "this URL is not the API", and a proxy that
-#: wants credentials of its own (407).
-ENDPOINT_STATUSES: Final = frozenset({*range(300, 400), 404, 405, 407, 415})
-AUTH_STATUSES: Final = frozenset({401, 403})
-SPLIT_STATUSES: Final = frozenset({400, 413, 422})
-#: Refused or failed before the origin processed anything: 521-523 are a CDN that never reached it.
-RETRY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 521, 522, 523})
-#: A gateway that gave up after the origin may have got the request.
-UNKNOWN_STATUSES: Final = frozenset({504, 520, 524})
-
-
-def classify(status: int) -> Verdict:
-    if 200 <= status < 300:
-        return Verdict.OK
-    if status in RETRY_STATUSES:
-        return Verdict.RETRY
-    if status in UNKNOWN_STATUSES:
-        return Verdict.UNKNOWN
-    if status in SPLIT_STATUSES:
-        return Verdict.SPLIT
-    if status in AUTH_STATUSES or status in ENDPOINT_STATUSES or status < 200:
-        return Verdict.STOP
-    if 400 <= status < 500:
-        return Verdict.REJECT
-    return Verdict.FAIL
-
-
-# --- parsing error answers ---------------------------------------------------------------
-
-
-class _Detail(msgspec.Struct):
-    code: str | int | None = None
-    message: str | None = None
-    field: str | None = None
-
-
-class _Envelope(msgspec.Struct):
-    # Shape 1: {"error": {"code", "message", "field"}}
-    # Shape 2: {"status": 400, "error": "Bad Request", "message": "...", "code": 1001}
-    # Shape 3: {"error": "Too Many Requests", "message": "...", "status": 429}
-    error: _Detail | str | None = None
-    message: str | None = None
-    code: str | int | None = None
-    field: str | None = None
-    status: int | None = None
-
-
-_envelope_decoder = msgspec.json.Decoder(_Envelope)
-
-
-def parse_retry_after(value: str | None, *, now: _dt.datetime | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=_dt.UTC)
-        seconds = (when - (now or _dt.datetime.now(_dt.UTC))).total_seconds()
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return None
-    return max(0.0, seconds)
-
-
-def _text(body: bytes) -> str:
-    return body[:_MAX_KEPT_BODY].decode("utf-8", "replace")
+# --- which exception for which status -------------------------------------------------
 
 
 def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *, route: str | None = None) -> APIError:
     """Build the matching ``APIError`` for a non-200 answer, whatever its body looks like."""
-    code: str | None = None
-    message: str | None = None
-    field: str | None = None
-    try:
-        env = _envelope_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        env = None
-    if env is not None:
-        if isinstance(env.error, _Detail):
-            detail = env.error
-            code = None if detail.code is None else str(detail.code)
-            message, field = detail.message, detail.field
-        else:
-            code = None if env.code is None else str(env.code)
-            message = env.message or env.error
-            field = env.field
-    if not message:
-        text = _text(body).strip()
-        message = text[:200] if text and env is None else _default_reason(status)
+    code, message, field, text = read_error_body(status, body)
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
         "field": field,
-        "body": _text(body),
+        "body": text,
         "route": route,
     }
     if status in UNKNOWN_STATUSES:
@@ -368,12 +259,3 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
     if 400 <= status < 500:
         return BadRequestError(message, **kwargs)
     return APIError(message, **kwargs)
-
-
-def _default_reason(status: int) -> str:
-    from http import HTTPStatus
-
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"unexpected HTTP status {status}"

@@ -23,7 +23,8 @@ from ._models import Message, Result, Route, Status
 from ._ratelimit import Priority
 
 if TYPE_CHECKING:
-    from ._sending import BatchSender, Failed, Recorder
+    from ._outcomes import Failed, Recorder
+    from ._sending import BatchSender
 
 #: Wire field name → Message attribute, for the shared-value rule.
 _ATTRIBUTE: Final = dict(zip(Message.__struct_encode_fields__, Message.__struct_fields__, strict=True))
@@ -41,7 +42,7 @@ async def isolate_bad_messages(
     priority: Priority = Priority.BULK,
 ) -> list[Result]:
     """``alive`` (for coalesced sends) says per position whether the message is still wanted."""
-    from ._sending import Failed
+    from ._outcomes import Failed
 
     results: list[Result | None] = [None] * len(batch)
     left = cap
@@ -101,7 +102,7 @@ def _same_fault(one: Failed, two: Failed, part: Sequence[Message]) -> bool:
 
 
 def _not_isolated(part: Sequence[Message], failed: Failed, cap: int) -> list[Result]:
-    from ._sending import Failed
+    from ._outcomes import Failed
 
     err = failed.error
     assert isinstance(err, APIError)

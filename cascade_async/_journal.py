@@ -13,6 +13,9 @@ endpoint) unless an earlier attempt's outcome was unknown, and is settled only b
 provider's answer (``accepted``, ``rejected``) or ends ``failed`` (``unknown`` or not).
 Writes are one transaction per chunk of input and per batch (WAL mode).
 
+Reports on what the job knows are ``_journal_queries``; the writes the engine makes through the
+``Recorder`` hook are ``_journal_recorder``.
+
 Running the job again sends only what is left (see ``_journal_source``): every input still
 gets a Result, the settled ones from the journal (``from_journal=True``). Durability:
 ``synchronous="full"`` (the default) fsyncs the WAL before each request leaves, so what the
@@ -29,27 +32,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterable, Iterator, Sequence
+from collections.abc import AsyncIterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 from ._errors import ErrorCode, JournalError
 from ._journal_lock import SenderLock
-from ._journal_rows import (
-    ACCEPTED_UPDATE,
-    COMPLETED_UPSERT,
-    DISPATCHED,
-    DISPATCHED_NEW,
-    NOT_SENT_UPDATE,
-    ROW_COLUMNS,
-    UNKNOWN_WHERE,
-    Row,
-    recorded_result,
-    row_values,
-)
-from ._journal_schema import SCHEMA_VERSION, open_journal
+from ._journal_queries import JournalQueries
+from ._journal_recorder import JournalRecorder
+from ._journal_schema import open_journal
 from ._journal_source import ResumeFilter
-from ._models import Message, Result, Route
+from ._models import Result, Route
 from ._ratelimit import Priority
 from ._report import BulkReport
 from ._stream import MessageSource, ResultStream
@@ -63,11 +56,9 @@ logger = logging.getLogger("cascade_async")
 
 Synchronous = Literal["full", "normal"]
 _BUSY_TIMEOUT_MS: Final = 10_000
-#: Results that say nothing new about the id's row: decided from the journal or by the input alone.
-_NOT_RECORDED: Final = frozenset({ErrorCode.DUPLICATE_ID, ErrorCode.CONTENT_CHANGED})
 
 
-class Journal:
+class Journal(JournalQueries, JournalRecorder):
     """Outcomes of a bulk job, kept in SQLite so that running it again sends only what is left.
 
     The sender holds ``JOURNAL.lock`` (``flock``) from construction to ``close()``: a second
@@ -87,7 +78,8 @@ class Journal:
         self.synchronous = synchronous
         self._lock = SenderLock(path) if sender else None
         try:
-            # NORMAL between marks; with "full", each ``dispatched`` commit is made with FULL (below).
+            # NORMAL between marks; with "full", each ``dispatched`` commit is made with FULL
+            # (``_journal_recorder``).
             self._db = open_journal(path, "NORMAL", _BUSY_TIMEOUT_MS)
         except BaseException:
             if self._lock is not None:
@@ -108,53 +100,6 @@ class Journal:
         finally:
             if self._lock is not None:
                 self._lock.release()
-
-    # --- what the job knows -----------------------------------------------------------
-
-    def status(self, tracking_id: str) -> str | None:
-        row = self._db.execute("SELECT status FROM outcomes WHERE tracking_id = ?", (tracking_id,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def counts(self) -> dict[str, int]:
-        """Messages per state: new, pending, not_sent, accepted, rejected, failed."""
-        rows = self._db.execute("SELECT status, count(*) FROM outcomes GROUP BY status").fetchall()
-        return {str(status): int(n) for status, n in rows}
-
-    def unknown(self, limit: int | None = None) -> list[str]:
-        """Tracking ids whose outcome is unknown: in flight at a crash, or their answer was lost."""
-        query = f"SELECT tracking_id FROM outcomes WHERE {UNKNOWN_WHERE} ORDER BY tracking_id"
-        if limit is not None:
-            query += f" LIMIT {int(limit)}"
-        return [str(r[0]) for r in self._db.execute(query)]
-
-    def count_unknown(self) -> int:
-        return int(self._db.execute(f"SELECT count(*) FROM outcomes WHERE {UNKNOWN_WHERE}").fetchone()[0])
-
-    def last_error(self) -> tuple[str, str] | None:
-        """The most recent recorded error: (tracking id, text)."""
-        row = self._db.execute(
-            f"SELECT {ROW_COLUMNS} FROM outcomes WHERE error_message IS NOT NULL ORDER BY updated_at DESC LIMIT 1"
-        ).fetchone()
-        if row is None:
-            return None
-        result = recorded_result(Row(*row))
-        return result.tracking_id, str(result.error)
-
-    def runs(self) -> list[dict[str, Any]]:
-        """Each run of the job: when, which input, its fingerprint, how many messages it read."""
-        cur = self._db.execute("SELECT * FROM runs ORDER BY run")
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur]
-
-    def results(self) -> Iterator[Result]:
-        """One Result per journaled message as the journal knows it (``from_journal``), in the
-        order messages were first read; messages not settled come out FAILED."""
-        for row in self._db.execute(f"SELECT {ROW_COLUMNS} FROM outcomes ORDER BY rowid"):
-            yield recorded_result(Row(*row))
-
-    @property
-    def schema_version(self) -> int:
-        return SCHEMA_VERSION
 
     # --- sending ----------------------------------------------------------------------
 
@@ -266,51 +211,3 @@ class Journal:
     def changed_warning(self) -> str | None:
         """A warning when most of the last resumed run's messages look changed, else None."""
         return None if self._filter is None else self._filter.finish_note()
-
-    # --- Recorder: called by the engine ---------------------------------------------------
-
-    def dispatched(self, batch: Sequence[Message]) -> None:
-        now = time.time()
-        rows = [(now, m.id) for m in batch]
-        full = self.synchronous == "full"
-        if full:
-            # The one write that must survive a power loss before money leaves: the mark that the
-            # request may have left. Its fsync of the WAL also makes every earlier commit durable
-            # (results, reads of the input), which are written without one of their own: lost,
-            # they would leave messages "pending" (unknown), never resent unasked.
-            self._db.execute("PRAGMA synchronous = FULL")
-        try:
-            with self._db:
-                self._db.execute("BEGIN")
-                if self._db.executemany(DISPATCHED, rows).rowcount < len(rows):
-                    self._db.executemany(DISPATCHED_NEW, [(tid, t) for t, tid in rows])
-        finally:
-            if full:
-                self._db.execute("PRAGMA synchronous = NORMAL")
-
-    def not_sent(self, batch: Sequence[Message]) -> None:
-        # Certainly not delivered (refused, 429, a certain 5xx, a wrong endpoint): resendable after a kill.
-        now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(NOT_SENT_UPDATE, [(now, m.id) for m in batch])
-
-    def completed(self, results: Sequence[Result]) -> None:
-        now = time.time()
-        accepted = []
-        other = []
-        for r in results:
-            if r.error is None:
-                if not r.from_journal:
-                    accepted.append((r.message_id, r.attempts, now, r.tracking_id))
-            elif not r.from_journal and r.error.code not in _NOT_RECORDED:
-                other.append(row_values(r, now))
-        if not accepted and not other:
-            return
-        with self._db:
-            self._db.execute("BEGIN")
-            # The usual case (accepted, and the row is there) is a plain UPDATE: about half the cost.
-            if accepted and self._db.executemany(ACCEPTED_UPDATE, accepted).rowcount < len(accepted):
-                other += [row_values(r, now) for r in results if r.error is None and not r.from_journal]
-            if other:
-                self._db.executemany(COMPLETED_UPSERT, other)

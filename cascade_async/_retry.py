@@ -14,7 +14,8 @@ from typing import Final, Protocol
 import msgspec
 import tenacity
 
-from ._errors import APIError, RateLimitError, TimeoutError, TransportError, Verdict, classify
+from ._errors import APIError, RateLimitError, TimeoutError, TransportError
+from ._statuses import Verdict, classify
 
 __all__ = ["RetryPolicy"]
 
@@ -143,7 +144,7 @@ class RetryBudget:
 
 
 class Counted(Protocol):
-    """A batch's history (``_sending.Attempts``): its requests so far, and when the first began."""
+    """A batch's history (``_outcomes.Attempts``): its requests so far, and when the first began."""
 
     count: int
     started: float | None

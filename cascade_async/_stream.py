@@ -1,54 +1,43 @@
 """One bulk job: pull input lazily, admit it, batch it, send batches concurrently, hand out results.
 
 Three kinds of task cooperate, all owned by the job and cancelled together: the reader
-(pulls input, admits it, fills the batcher), the dispatcher (takes a batch whenever an
+(``_reading.Reader``: pulls input, admits it, fills the batcher), the dispatcher (takes a batch whenever an
 in-flight slot is free and starts a batch task), and one task per batch in flight. A slot
 is held from dispatch until the consumer has taken the batch's results, so a consumer that
 stops reading stops the engine reading input.
 
-Rejected inputs never hold a slot: they are grouped and queued for the consumer at once, so
-they cost no request and cannot starve or deadlock the dispatcher. Their backlog is bounded
-separately (the reader waits when the consumer lags by more than ``max_in_flight`` batches).
+Rejected inputs never hold a slot: the reader queues them for the consumer at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections.abc import (
     AsyncGenerator,
-    AsyncIterable,
     AsyncIterator,
     Callable,
     Coroutine,
     Iterable,
-    Iterator,
-    Mapping,
     Sequence,
 )
 from types import TracebackType
 from typing import Any
 
-from ._admission import Admission, size_bound
 from ._batching import Batch, Batcher
+from ._deliver import deliver
 from ._errors import CascadeError, ClientClosedError
 from ._events import BatchCompleted, EventHook, emit
-from ._inputs import BadLine
 from ._models import Message, Result, Route, Status, failure
+from ._outcomes import Recorder, StopCall
 from ._ratelimit import Priority
-from ._sending import BatchSender, Recorder, StopCall
-from ._templates import Personalised, Rejected, TemplateItems
-from ._uploads import Uploads
-from ._variables import Variable
+from ._reading import MessageSource, Reader
+from ._sending import BatchSender
 from ._wire import encode_batch
 
 __all__ = ["MessageSource", "ResultStream"]
 
 logger = logging.getLogger("cascade_async")
-
-_Input = Message | Mapping[str, Any] | BadLine | Personalised | Rejected
-MessageSource = Iterable[_Input] | AsyncIterable[_Input]
 
 
 class _End:
@@ -110,10 +99,6 @@ class ResultStream:
         self._isolate = isolate
         self._on_start = on_start
         self._priority = priority
-        self._admission = Admission(
-            dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables, ordered=ordered
-        )
-        self._uploads: Uploads | None = None  # made at the first templated message
         self._unique = dedupe  # admission lets no id through twice
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -123,13 +108,20 @@ class ResultStream:
         self._iterating = False
         self._slots = asyncio.Semaphore(max_in_flight)
         self._batcher: Batcher[Message] = Batcher(batch_size, linger, max_batch_bytes, _measure)
-        self._source_error: BaseException | None = None
-        self._rejected: list[Result] = []
-        self._leftover: list[Any] = []  # read from the source, not admitted yet
-        self._orphans: list[Message] = []  # admitted, not in the batcher yet
-        self._backlog = 0  # rejected results queued but not taken yet
-        self._backlog_cap = batch_size * max_in_flight
-        self._drained = asyncio.Event()
+        self._reader = Reader(
+            source,
+            self._batcher,
+            sender=sender,
+            batch_size=batch_size,
+            linger=linger,
+            max_batch_bytes=max_batch_bytes,
+            dedupe=dedupe,
+            ordered=ordered,
+            backlog_cap=batch_size * max_in_flight,
+            # A recorder (the journal) may keep what is uploaded: told before each upload request.
+            before_upload=getattr(recorder, "variables_uploading", None),
+            on_rejected=lambda group: self._finish(group, holds_slot=False),
+        )
 
     # --- consumer side --------------------------------------------------------------
 
@@ -145,7 +137,7 @@ class ResultStream:
     @property
     def first_occurrences(self) -> Iterable[str] | None:
         """Tracking ids in input order (first occurrences); None unless made ``ordered``."""
-        return self._admission.order
+        return self._reader.admission.order
 
     async def __aenter__(self) -> ResultStream:
         return self
@@ -163,7 +155,7 @@ class ResultStream:
         if self._on_start is not None:
             self._on_start(self)  # raises ClientClosedError when the client is closed
         self._iterating = True
-        self._spawn(self._read())
+        self._spawn(self._reader.run())
         self._spawn(self._dispatch())
 
     async def _next(self) -> list[Result] | None:
@@ -177,8 +169,7 @@ class ResultStream:
         if holds_slot:
             self._slots.release()
         else:
-            self._backlog -= len(results)
-            self._drained.set()
+            self._reader.taken(len(results))
         return results
 
     async def _each(self) -> AsyncGenerator[Result, None]:
@@ -222,12 +213,12 @@ class ResultStream:
         if self._closed:
             return
         await self.stop_intake()
-        self._settle_unsent()
+        self._reader.settle_unsent()
         if self._batch_tasks:
             await asyncio.wait(self._batch_tasks, timeout=grace)
         self._closed = True
         await self._cancel(self._tasks)
-        self._flush_rejected()
+        self._reader.flush_rejected()
         self._queue.put_nowait(_End(ClientClosedError("the client was closed; the stream stopped before its end")))
 
     @staticmethod
@@ -247,130 +238,6 @@ class ResultStream:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _read(self) -> None:
-        try:
-            if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
-                async for chunk in self._source.chunks(self._batch_size):
-                    await self._read_chunks(iter(chunk))
-            elif isinstance(self._source, AsyncIterable):
-                async for item in self._source:
-                    await self._admit(item)
-            else:
-                await self._read_chunks(iter(self._source))
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # the job is stopping
-            # The source raised CancelledError of its own accord: that is the input failing.
-            self._input_failed(CascadeError("reading the input was cancelled"), exc)
-        except Exception as exc:
-            self._input_failed(exc, None)
-        self._flush_rejected()
-        if self._uploads is not None:
-            self._uploads.close()
-        self._batcher.close()
-
-    def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
-        if self._uploads is None:
-            # A recorder (the journal) may keep what is uploaded: told before each upload request.
-            hook = getattr(self._recorder, "variables_uploading", None)
-            self._uploads = Uploads(self._sender, linger=self._linger, before_upload=hook)
-        self._uploads.register(messages, variables)
-
-    def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
-        # The input itself failed: finish what was read, then raise it to the consumer.
-        if cause is not None:
-            error.__cause__ = cause
-        logger.error("reading input failed after %d item(s): %r", self._admission.count, error)
-        self._source_error = error
-
-    async def _read_chunks(self, items: Iterator[Any]) -> None:
-        """Pull a synchronous source a batch's worth at a time; whole chunks are admitted in C."""
-        batcher = self._batcher
-        admission = self._admission
-        while True:
-            room = batcher.room()
-            if room <= 0:
-                self._flush_rejected()
-                await batcher.wait_room()
-                continue
-            chunk: list[Any] = []
-            error: Exception | None = None
-            try:
-                chunk.extend(itertools.islice(items, room))  # keeps what came before an error
-            except Exception as exc:
-                error = exc
-            if not chunk:
-                if error is not None:
-                    raise error
-                return
-            admitted = admission.admit_chunk(chunk)
-            if admitted is None:
-                for i, item in enumerate(chunk):
-                    try:
-                        await self._admit(item)
-                    except asyncio.CancelledError:
-                        self._leftover = chunk[i + 1 :]  # read, not admitted: settled at close
-                        raise
-            elif not batcher.extend(*admitted):
-                messages = admitted[0]
-                for i, msg in enumerate(messages):
-                    try:
-                        await self._offer(msg, size_bound(msg))
-                    except asyncio.CancelledError:
-                        self._orphans += messages[i + 1 :]
-                        raise
-            if error is not None:
-                raise error
-
-    async def _admit(self, item: Any) -> None:
-        got = self._admission.admit(item)
-        if type(got) is tuple:
-            msg, size = got
-            if not self._batcher.offer(msg, size):
-                await self._offer(msg, size)
-        else:
-            assert isinstance(got, Result)
-            self._rejected.append(got)
-            if len(self._rejected) == 1:
-                # Out at once, even if the source then waits: grouped with the others of this turn.
-                asyncio.get_running_loop().call_soon(self._flush_rejected)
-            elif len(self._rejected) >= self._batch_size:
-                self._flush_rejected()
-            while self._backlog >= self._backlog_cap:
-                self._drained.clear()
-                await self._drained.wait()
-
-    async def _offer(self, msg: Message, size: int) -> None:
-        self._flush_rejected()  # about to wait: let the consumer see them meanwhile
-        try:
-            await self._batcher.put(msg, size)
-        except asyncio.CancelledError:
-            self._orphans.append(msg)  # admitted, never batched: settled at close
-            raise
-
-    def _settle_unsent(self) -> None:
-        """At the client's close: everything read but never sent gets its result (FAILED: it
-        certainly did not leave), so no input is left without one."""
-        leftover, self._leftover = self._leftover, []
-        for item in leftover:
-            got = self._admission.admit(item)
-            if isinstance(got, Result):
-                self._rejected.append(got)
-            else:
-                self._orphans.append(got[0])
-        unsent = self._orphans + list(self._batcher.drain())
-        self._orphans = []
-        err = ClientClosedError("the client was closed before this message was sent")
-        self._rejected += [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in unsent]
-        self._flush_rejected()
-
-    def _flush_rejected(self) -> None:
-        if self._rejected:
-            group, self._rejected = self._rejected, []
-            self._backlog += len(group)
-            self._finish(group, holds_slot=False)
-
     async def _dispatch(self) -> None:
         batcher = self._batcher
         slots = self._slots
@@ -387,17 +254,19 @@ class ResultStream:
             # wait, not gather: cancelling the dispatcher (the client closing) must not cancel them
             await asyncio.wait(set(self._batch_tasks))
         # Every batch's results are queued before the end marker.
-        self._queue.put_nowait(_End(self._source_error))
+        self._queue.put_nowait(_End(self._reader.source_error))
 
     async def _run_batch(self, batch: Batch[Message]) -> None:
         try:
             todo: Sequence[Message] = batch
             refused: list[Result] = []
-            if self._uploads is not None:  # templated messages: their variables go first
-                todo, refused = await self._uploads.ensure(batch)
+            uploads = self._reader.uploads
+            if uploads is not None:  # templated messages: their variables go first
+                todo, refused = await uploads.ensure(batch)
             results = refused
             if todo:
-                results = await self._sender.deliver(
+                results = await deliver(
+                    self._sender,
                     todo,
                     self._route,
                     self._recorder,

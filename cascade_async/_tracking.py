@@ -29,6 +29,7 @@ import msgspec
 from ._delivery import DeliveryReport, DeliveryStatus, report_from_json
 from ._errors import AuthenticationError, CascadeError, ClientClosedError, EndpointError, MessageNotFoundError
 from ._models import Result, Status
+from ._plain_requests import request_json
 from ._ratelimit import Priority, RateLimiter
 from ._sending import BatchSender
 
@@ -77,7 +78,8 @@ class StatusFetcher:
         assert self._headers is not None
         if not isinstance(message_id, str) or not message_id.strip():
             raise ValueError("message_id must be a non-empty string (the messageId of an accepted message)")
-        raw = await self._sender.request_json(
+        raw = await request_json(
+            self._sender,
             "GET",
             f"{self.base_url}/bat/message/{quote(message_id, safe='')}",
             headers=self._headers,

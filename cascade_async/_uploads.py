@@ -21,16 +21,21 @@ variables are at the provider. The rules:
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import logging
+import operator
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final
 
 import msgspec
 
-from ._errors import APIError, CascadeError, Verdict, classify
+from ._errors import APIError, CascadeError
 from ._models import Message, Result, Status, failure
-from ._sending import BatchSender, StopCall
+from ._outcomes import StopCall
+from ._plain_requests import post_body
+from ._sending import BatchSender
+from ._statuses import Verdict, classify
 from ._variables import UPLOAD_BATCH, Variable, variable_batches
 
 __all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "upload_variables"]
@@ -38,6 +43,7 @@ __all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "upload_variables"]
 logger = logging.getLogger("cascade_async")
 
 ITEMS_PATH: Final = "/api/items"
+_var_id = operator.attrgetter("id")
 
 
 class UploadReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -73,7 +79,7 @@ async def upload_variables(sender: BatchSender, variables: Iterable[Variable]) -
         chunk = items[start : start + UPLOAD_BATCH]
         requests += 1
         try:
-            await sender.post_body(ITEMS_PATH, body)
+            await post_body(sender, ITEMS_PATH, body)
         except CascadeError as exc:
             failed.extend(v.id for v in chunk)
             errors.append(exc)
@@ -110,13 +116,22 @@ class Uploads:
     def register(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
         """Admitted messages and, for each, the variables its text references."""
         self._needs.update(zip(map(id, messages), variables, strict=True))
-        seen, pending = self._seen, self._pending
-        for of_message in variables:
-            for var in of_message:
-                if var.id not in seen:
-                    seen.add(var.id)
+        # In C, a few passes per chunk: the chunk's ids less those seen before (usually all of them
+        # in a campaign with a few links), then the new ones' variables.
+        flat = list(itertools.chain.from_iterable(variables))
+        seen = self._seen
+        fresh = set(map(_var_id, flat))
+        fresh.difference_update(seen)
+        if len(fresh) == len(flat):  # each variable new, and once
+            seen.update(fresh)
+            self._pending.update(zip(map(_var_id, flat), flat, strict=True))
+        elif fresh:
+            seen.update(fresh)
+            pending = self._pending
+            for var in flat:
+                if var.id in fresh and var.id not in pending:
                     pending[var.id] = var
-        if len(pending) >= self._block:
+        if len(self._pending) >= self._block:
             self._wake()
 
     def close(self) -> None:
@@ -133,17 +148,15 @@ class Uploads:
     async def ensure(self, batch: Sequence[Message]) -> tuple[Sequence[Message], list[Result]]:
         """Wait until every variable of ``batch`` is uploaded: the messages that may go now, and
         the results of those whose variables failed to upload."""
-        needs = self._needs
-        found = [(m, needs.pop(id(m), ())) for m in batch]
-        wanted = [v.id for _, variables in found for v in variables]
+        of_messages = list(map(self._needs.pop, map(id, batch), itertools.repeat(())))
+        wanted = set(map(_var_id, itertools.chain.from_iterable(of_messages)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger
         while True:
             pending, inflight = self._pending, self._inflight
-            missing = [vid for vid in wanted if vid in pending or vid in inflight]
-            if not missing:
+            if pending.keys().isdisjoint(wanted) and inflight.keys().isdisjoint(wanted):
                 break
-            waiting = {self._inflight[vid] for vid in missing if vid in self._inflight}
+            waiting = {inflight[vid] for vid in inflight.keys() & wanted}
             if waiting:
                 await asyncio.wait(waiting)
                 continue
@@ -160,11 +173,11 @@ class Uploads:
                 if waiter in self._waiters:  # not woken meanwhile
                     self._waiters.remove(waiter)
         failed = self._failed
-        if not failed or not any(vid in failed for vid in wanted):
+        if not failed or failed.keys().isdisjoint(wanted):
             return batch, []
         ok: list[Message] = []
         refused: list[Result] = []
-        for m, variables in found:
+        for m, variables in zip(batch, of_messages, strict=True):
             err = next((failed[v.id] for v in variables if v.id in failed), None)
             if err is None:
                 ok.append(m)
@@ -174,15 +187,15 @@ class Uploads:
 
     async def _upload_next(self) -> None:
         """Upload the oldest pending values (up to one block) in this task; others wait on it."""
-        chunk = [self._pending.pop(vid) for vid in list(itertools.islice(self._pending, self._block))]
+        ids = list(itertools.islice(self._pending, self._block))
+        chunk = list(map(self._pending.pop, ids))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for var in chunk:
-            self._inflight[var.id] = done
+        self._inflight.update(dict.fromkeys(ids, done))
         try:
             if self._before_upload is not None:
                 self._before_upload(chunk)
             self.requests += 1
-            await self._sender.post_body(ITEMS_PATH, next(variable_batches(chunk, self._block)))
+            await post_body(self._sender, ITEMS_PATH, next(variable_batches(chunk, self._block)))
         except asyncio.CancelledError:
             for var in chunk:  # not known to be uploaded: whoever needs them uploads them again
                 self._pending[var.id] = var
@@ -196,8 +209,7 @@ class Uploads:
                 self._failed[var.id] = CascadeError(f"not uploaded: {exc}")
             raise exc if isinstance(exc, StopCall) else StopCall(exc) from exc
         finally:
-            for var in chunk:
-                self._inflight.pop(var.id, None)
+            collections.deque(map(self._inflight.pop, ids, itertools.repeat(None)), maxlen=0)
             done.set_result(None)
 
 

@@ -177,15 +177,21 @@ class VariablePool:
 
         Raises ``ValidationError`` (field ``value``) for a value no variable of ``kind`` may hold.
         """
-        by_value = self._known[kind]
-        var = by_value.get(value)
-        if var is not None:
-            return var
-        if self._next >= self._stop:
+        var = self._known[kind].get(value)
+        return var if var is not None else self.new(kind, value)
+
+    def known(self, kind: VariableType) -> dict[str, Variable]:
+        """The live map of value to variable for ``kind`` (read it; ``new`` adds to it)."""
+        return self._known[kind]
+
+    def new(self, kind: VariableType, value: str) -> Variable | None:
+        """A fresh id for a value not in ``known(kind)``; None when the block is spent (``refill``)."""
+        vid = self._next
+        if vid >= self._stop:
             return None
-        var = Variable(self._next, kind, value)  # validates; raises ValidationError (field "value")
-        self._next += 1
-        by_value[value] = var
+        var = Variable(vid, kind, value)  # validates; raises ValidationError (field "value")
+        self._next = vid + 1
+        self._known[kind][value] = var
         self._unsaved.append(var)
         return var
 

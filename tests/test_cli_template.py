@@ -168,3 +168,31 @@ def test_a_json_array_is_no_template_input(tmp_path: Path) -> None:
     p = run("send", str(src), *ARGS, "--dry-run")
     assert p.returncode == 2
     assert "CSV or JSONL" in text(p)
+
+
+def test_a_journaled_job_whose_variable_ids_were_lost_stops_naming_the_file(tmp_path: Path, server: Sandbox) -> None:
+    src = contacts(tmp_path / "c.csv", 5)
+    journal = tmp_path / "job.db"
+    assert send(src, server, "--journal", str(journal)).returncode == 0
+    (tmp_path / "job.db.variables.jsonl").unlink()
+    p = send(src, server, "--journal", str(journal))
+    assert p.returncode == 2, text(p)
+    assert "job.db.variables.jsonl is missing" in text(p)
+    assert "CONTENT_CHANGED" not in text(p)
+    assert len(server.accepted) == 5  # nothing sent the second time
+
+
+def test_an_id_column_that_repeats_an_id_is_refused_without_a_journal(tmp_path: Path, server: Sandbox) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text(
+        "id,toPhone,name,order,link\n"
+        "a,+380501234567,Ann,1,https://shop.example/1\n"
+        ",+380501234568,Bob,2,https://shop.example/2\n"
+        "c-2,+380501234569,Cid,3,https://shop.example/3\n"
+        "a,+380501234560,Dan,4,https://shop.example/4\n",
+        encoding="utf-8",
+    )
+    p = send(src, server)
+    assert p.returncode == 1, text(p)
+    assert "2 duplicates" in text(p)
+    assert sorted(m["id"] for m in server.accepted) == ["a", "c-2"]

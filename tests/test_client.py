@@ -55,7 +55,7 @@ def test_needs_a_credential(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_api_key_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CASCADE_API_KEY", SECRET)
-    assert CascadeClient()._sender._headers["X-Authorization-Key"] == SECRET
+    assert CascadeClient()._sender.headers["X-Authorization-Key"] == SECRET
 
 
 @pytest.mark.parametrize("bad", ["", "  ", "a\r\nX-Evil: 1", "a\nb", "a\rb"])

@@ -538,7 +538,7 @@ def test_without_dedupe_every_occurrence_is_sent_once_per_request_and_nothing_is
         async with make(t, batch_size=10, dedupe=False) as c:
             stream = c.stream([msg(1), msg(2), msg(1, text="again"), msg(3), msg(1)])
             results = [r async for r in stream]
-            return results, stream._admission.seen
+            return results, stream._reader.admission.seen
 
     results, remembered = run_virtual(main())
     assert remembered is None

@@ -13,7 +13,8 @@ from cascade_async import (
     RateLimitError,
     ServerError,
 )
-from cascade_async._errors import error_from_response, parse_retry_after
+from cascade_async._error_body import parse_retry_after
+from cascade_async._errors import error_from_response
 
 SHAPE_1 = json.dumps(
     {"error": {"code": "INVALID_PHONE", "message": "Invalid phone number format", "field": "toPhone"}}

@@ -135,7 +135,7 @@ def test_a_repeated_id_is_rejected_as_a_duplicate_from_the_journal_not_an_in_mem
             async with client(transport) as c:
                 stream = journal.stream(c, iter(source))
                 results = [r async for r in stream]
-                assert stream._admission.seen is None  # no id set in memory
+                assert stream._reader.admission.seen is None  # no id set in memory
                 return results
 
     results = run_virtual(main())

@@ -23,7 +23,8 @@ from cascade_async import (
     VariableType,
     sms_segments,
 )
-from cascade_async._templates import _Job, _renderer
+from cascade_async._template_codegen import compile_renderer
+from cascade_async._template_rows import Job, render_checked
 
 PHONE = "+380501234567"
 MISSING = ErrorCode.MISSING_VARIABLE
@@ -332,10 +333,11 @@ def test_impossible_job_arguments_are_value_errors_before_any_row(kwargs: dict[s
 
 
 def test_a_template_without_fields_takes_the_fast_path() -> None:
-    job = _Job(Template("Sale today"), "Shop", "promo", "id", "toPhone", "row", {}, None)
+    job = Job(Template("Sale today"), "Shop", "promo", "id", "toPhone", "row", {}, None)
     calls: list[int] = []
-    job.template._render_checked = lambda *args: calls.append(1)  # type: ignore[method-assign, assignment, return-value]
-    assert _renderer(job)({"toPhone": PHONE}, 1) == {
+    render = compile_renderer(job)
+    render.__globals__["checked"] = lambda *args: calls.append(1)
+    assert render({"toPhone": PHONE}, 1) == {
         "id": "row-1",
         "fromName": "Shop",
         "toPhone": PHONE,
@@ -370,11 +372,11 @@ def test_the_fast_path_renders_exactly_what_the_checked_path_does(
 ) -> None:
     template = Template(source)
     pool = VariablePool(LocalIdAllocator(1))
-    job = _Job(template, "Shop", "promo", "id", "toPhone", "row", {}, pool)
     row = {"toPhone": PHONE, "name": name, "order": order, "link": link}
-    render = _renderer(job)
     asyncio.run(pool.refill())
-    fast, checked = render(row, 1), template._render_checked(job, row, 1)
+    # Two jobs on one pool: each row's id is fresh to its job.
+    fast = compile_renderer(Job(template, "Shop", "promo", "id", "toPhone", "row", {}, pool))(row, 1)
+    checked = render_checked(Job(template, "Shop", "promo", "id", "toPhone", "row", {}, pool), row, 1)
     if isinstance(checked, Rejected):
         assert isinstance(fast, Rejected)
         assert (fast.error.field, fast.error.code) == (checked.error.field, checked.error.code)

@@ -8,31 +8,28 @@ import dataclasses
 import os
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import IO, Any
 
 import click
 from rich.console import Console
 
-from .._admission import Admission, is_duplicate
+from .._admission import is_duplicate
 from .._client import CascadeClient
 from .._errors import AuthenticationError, EndpointError, JournalError
-from .._inputs import FORMATS, detect_format, read_messages
+from .._inputs import detect_format, read_messages
 from .._journal import Journal
-from .._models import Message, Result
 from .._outputs import ResultWriter, output_format
 from .._ratelimit import Priority, RateLimit
 from .._report import Tally
-from .._variables import Variable
 from ..sandbox import Sandbox
 from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles
-from ._preview import CostPreview
+from ._dry_run import dry_run as _dry_run
 from ._progress import Reporter
-from ._template_source import TemplateJob, template_job, template_options
+from ._send_options import send_options
+from ._template_source import TemplateJob, check_resumable, template_job, template_options
 
 __all__ = ["send"]
-
-MAX_BATCH_BYTES = 1024 * 1024  # the client's default
 
 
 @dataclasses.dataclass
@@ -57,87 +54,7 @@ class Job:
 @click.command()
 @click.argument("file", type=click.Path(exists=True, allow_dash=True, dir_okay=False))
 @connection_options
-@click.option("--route", type=click.Choice(sorted(ROUTES)), default="cascade", show_default=True)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["auto", *FORMATS]),
-    default="auto",
-    show_default=True,
-    help="Input format; auto goes by extension, then by the first character.",
-)
-@click.option("--batch-size", type=click.IntRange(1, 1000), default=500, show_default=True)
-@click.option("--max-in-flight", type=click.IntRange(1, 256), default=8, show_default=True)
-@click.option(
-    "--rate",
-    type=click.FloatRange(min=0, min_open=True),
-    default=100.0,
-    show_default=True,
-    help="Requests per second (burst 1.5x).",
-)
-@click.option(
-    "--redis",
-    "redis_url",
-    envvar="CASCADE_REDIS_URL",
-    show_envvar=True,
-    default=None,
-    metavar="URL",
-    help="Share the rate limit with every process on this account through Redis (needs cascade-async[redis]). "
-    "The password is never printed.",
-)
-@click.option(
-    "--priority",
-    type=click.Choice(["bulk", "interactive"]),
-    default="bulk",
-    show_default=True,
-    help="bulk leaves the rate limit's interactive reserve to interactive senders.",
-)
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, writable=True),
-    default=None,
-    help="Write one result row per input: .csv for CSV, anything else JSONL.",
-)
-@click.option("--dry-run", is_flag=True, help="Validate only; report bad lines; send nothing.")
-@click.option(
-    "--sandbox",
-    "use_sandbox",
-    is_flag=True,
-    help="Start an embedded local sandbox and send to it; nothing leaves this machine.",
-)
-@click.option(
-    "--sandbox-latency",
-    type=float,
-    default=0.1,
-    show_default=True,
-    help="Latency of the embedded sandbox per request, seconds.",
-)
-@click.option(
-    "--journal",
-    "journal_path",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="SQLite journal of every outcome: running the same job again sends only what is left.",
-)
-@click.option(
-    "--resend-unknown",
-    is_flag=True,
-    help="With --journal: also resend messages whose outcome is unknown (they may arrive twice).",
-)
-@click.option(
-    "--allow-changes",
-    is_flag=True,
-    help="With --journal: send the new content of a message an earlier run may have delivered with other content.",
-)
-@click.option(
-    "--synchronous",
-    type=click.Choice(["full", "normal"]),
-    default="full",
-    show_default=True,
-    help="With --journal: full survives power loss; normal survives a killed process, and is faster.",
-)
-@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
+@send_options
 @template_options
 def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool | None, **options: Any) -> None:
     """Send every message in FILE (JSONL, a JSON array, or CSV with wire-form columns; - for stdin).
@@ -151,6 +68,13 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
         # Before --output is opened: a second sender must not truncate the first one's output.
         journal = _open_journal(options) if not dry_run else None
     except (JournalError, sqlite3.Error, OSError) as exc:
+        err.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_USAGE)
+    try:
+        check_resumable(template, journal)
+    except JournalError as exc:
+        if journal is not None:
+            journal.close()
         err.print(f"error: {exc}", markup=False)
         sys.exit(EXIT_USAGE)
     with _closing(journal), _opened(file) as stream, _writer(output) as writer:
@@ -247,37 +171,6 @@ def _count_lines(path: str, fmt: str) -> int | None:
     if last != b"\n":
         n += 1
     return max(0, n - 1) if fmt == "csv" else n
-
-
-async def _dry_run(
-    stream: IO[bytes], fmt: str, writer: ResultWriter | None, out: Console, template: TemplateJob | None = None
-) -> int:
-    """Admit every item as ``stream()`` would (same verdicts), send nothing, preview the cost."""
-    good = bad = 0
-    preview = CostPreview()
-    variables: tuple[Variable, ...] = ()
-
-    def note(messages: Sequence[Message], of_messages: Sequence[tuple[Variable, ...]]) -> None:
-        nonlocal variables
-        variables = of_messages[0]  # admit() tells of one message at a time
-
-    admission = Admission(dedupe=True, max_bytes=MAX_BATCH_BYTES, on_variables=note)
-    items = template.items(stream, fmt) if template else read_messages(stream, fmt)
-    async for item in items:
-        got = admission.admit(item)
-        if isinstance(got, Result):
-            bad += 1
-            out.print(str(got.error), markup=False)
-            if writer:
-                writer.write(got)
-        else:
-            good += 1
-            preview.add(got[0], variables)
-            variables = ()
-    out.print(f"dry run: {good} valid, {bad} invalid; nothing was sent")
-    for line in preview.lines():
-        out.print(line, markup=False)
-    return EXIT_OK if bad == 0 else EXIT_SOME_FAILED
 
 
 @contextlib.asynccontextmanager

@@ -27,14 +27,14 @@ from typing import IO, Any, Final, TypeVar
 import click
 import msgspec
 
-from .._errors import ErrorCode, ValidationError
+from .._errors import ErrorCode, JournalError, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
 from .._models import MessageType
-from .._templates import Template, TemplateItems
+from .._templates import RowLists, Template, TemplateItems
 from .._variable_ids import VariablePool
 
-__all__ = ["TemplateJob", "read_rows", "template_job", "template_options"]
+__all__ = ["TemplateJob", "check_resumable", "read_rows", "template_job", "template_options"]
 
 _CHUNK: Final = 2000
 Row = dict[str, Any] | BadLine
@@ -134,6 +134,19 @@ def template_job(file: str, options: dict[str, Any]) -> TemplateJob | None:
     )
 
 
+def check_resumable(job: TemplateJob | None, journal: Journal | None) -> None:
+    """Refuse to resume a journaled template job whose variable ids were lost: new ids would change
+    every text with a link, and each such message would come out as CONTENT_CHANGED."""
+    if job is None or journal is None or not job.template.variable_fields:
+        return
+    path = journal.path + ".variables.jsonl"
+    if not os.path.exists(path) and any(journal.counts().values()):
+        raise JournalError(
+            f"{path} is missing: it holds the variable ids this job used, and the journal has messages "
+            "from an earlier run. Restore the file, or start the job with a new journal."
+        )
+
+
 def journal_pool(journal_path: str) -> tuple[VariablePool, Any]:
     """The job's pool, replayed from ``<journal>.variables.jsonl`` when it exists, and a function
     that records what changed (called at each new block, and once at the end)."""
@@ -152,17 +165,21 @@ def journal_pool(journal_path: str) -> tuple[VariablePool, Any]:
     return VariablePool(on_block=record), record
 
 
-async def read_rows(stream: IO[bytes], fmt: str) -> AsyncIterator[Row]:
-    """Every data row of a CSV or JSONL stream as a dict, or a ``BadLine`` where one cannot be read."""
+def read_rows(stream: IO[bytes], fmt: str) -> RowLists:
+    """Every data row of a CSV or JSONL stream as a dict, or a ``BadLine`` where one cannot be read;
+    in the reader's chunks, so that the template renders a chunk at a time."""
     if fmt == "csv":
         chunks = _csv_chunks(stream)
     elif fmt == "jsonl":
         chunks = _jsonl_chunks(stream)
     else:
         raise click.UsageError("--template reads CSV or JSONL rows")
-    while chunk := await asyncio.to_thread(next, chunks, None):
-        for row in chunk:
-            yield row
+
+    async def lists() -> AsyncIterator[list[Row]]:
+        while chunk := await asyncio.to_thread(next, chunks, None):
+            yield chunk
+
+    return RowLists(lists())
 
 
 def _unreadable(line: int, problem: str) -> BadLine:

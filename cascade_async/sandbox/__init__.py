@@ -33,8 +33,12 @@ would see it, a JSON API (``GET /sandbox/messages``, ``GET /sandbox/messages/wai
 >>> otp.text, otp.channel, otp.message_id
 
 Modules: ``_contract`` (the request rules), ``_faults`` (faults and the rate gate), ``_server``
-(the ``Sandbox``), ``_inbox`` (bounded storage and waiting), ``_records`` (what it hands out),
-``_inbox_web`` (page, JSON, events, Host check), ``_helpers`` (thread-safe test helpers),
+(the ``Sandbox``: settings, control, lifecycle), ``_routes`` (its answers on the message and
+variable routes), ``_delivery`` (simulated delivery: the status store and
+``GET /bat/message/{id}``), ``_delivery_status`` (a status by time, phone and route, and its
+answer), ``_webhooks`` (status changes POSTed to ``webhook_url``), ``_variables`` (stored
+variables and rendering), ``_inbox`` (bounded storage and waiting), ``_records`` (what it hands
+out), ``_inbox_web`` (page, JSON, events, Host check), ``_helpers`` (thread-safe test helpers),
 ``_process`` (the standalone sandbox in a child process), ``static/`` (the page).
 """
 

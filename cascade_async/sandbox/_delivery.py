@@ -1,11 +1,7 @@
 """Simulated delivery: each accepted message walks scheduled -> processing -> a final status.
 
-The status is computed from the time since acceptance (``steps``: seconds in ``scheduled``, then
-in ``processing``), so there is no timer per message. Outcomes are deterministic by phone
-number: ending in 13 -> ``undeliverable``, in 66 -> ``permanenterror``, anything else
-``delivered``. The channel follows the message type and route: transaction and promo go
-Telegram -> Viber -> RCS -> SMS (the tg-viber route: Telegram -> Viber -> SMS), a survey Viber then
-SMS, a flashcall is a call; which channel delivers is picked by the phone's second-to-last digit.
+How a status follows from the time since acceptance, the phone number and the route, and the
+answer built from it, is ``_delivery_status``; the webhooks are ``_webhooks``.
 
 The status store is apart from the inbox and its retention (``max_messages`` ids, oldest
 dropped first), so a message the sandbox accepted is never a 404. With ``webhook_url`` each
@@ -15,73 +11,22 @@ status change is POSTed there; ``webhook_faults`` adds ``duplicate`` (each repor
 
 from __future__ import annotations
 
-import asyncio
 import collections
-import contextlib
-import datetime as _dt
-import heapq
 import itertools
 import time
 from collections.abc import Iterable
-from decimal import Decimal
-from typing import Any, Final
+from typing import Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
-from .._models import Route
+from ._delivery_status import FINAL, Entry, answer_body, chain_for, outcome_for, parts_of, status_at
 from ._faults import RateGate
+from ._webhooks import WebhookPoster
 
-__all__ = ["WEBHOOK_FAULTS", "DeliverySim", "outcome_for"]
+__all__ = ["DeliverySim"]
 
-WEBHOOK_FAULTS: Final = frozenset({"duplicate", "out-of-order"})
-_CASCADES: Final = {
-    "transaction": ("telegram", "viber", "rcs", "sms"),
-    "promo": ("telegram", "viber", "rcs", "sms"),
-    "viber_survey": ("viber", "sms"),
-    "flashcall": ("call",),
-}
-_TG_VIBER: Final = ("telegram", "viber", "sms")
-_PRICES: Final = {
-    "telegram": Decimal("0.01"),
-    "viber": Decimal("0.02"),
-    "rcs": Decimal("0.03"),
-    "sms": Decimal("0.05"),
-    "call": Decimal("0.04"),
-}
-_CURRENCY: Final = "UAH"
 _encode = msgspec.json.Encoder(decimal_format="number")
-
-
-def outcome_for(phone: str) -> str:
-    """The final status the sandbox gives a phone number (documented in the README)."""
-    if phone.endswith("13"):
-        return "undeliverable"
-    if phone.endswith("66"):
-        return "permanenterror"
-    return "delivered"
-
-
-_FINAL: Final = frozenset({"delivered", "undeliverable", "permanenterror"})
-
-
-def _chain(message_type: str, path: str) -> tuple[str, ...]:
-    chain = _CASCADES.get(message_type, ("sms",))
-    return _TG_VIBER if path == Route.TELEGRAM_VIBER.value and len(chain) == 4 else chain
-
-
-def _parts(text: Any) -> int:
-    return max(1, -(-len(text) // 160)) if isinstance(text, str) else 1
-
-
-class _Entry(msgspec.Struct, array_like=True):
-    at: float  # wall-clock acceptance time
-    seq: int
-    outcome: str
-    chain: tuple[str, ...]
-    winner: int  # index in chain of the delivering channel
-    parts: int
 
 
 class DeliverySim:
@@ -98,18 +43,13 @@ class DeliverySim:
     ) -> None:
         if steps[0] < 0 or steps[1] < 0:
             raise ValueError("delivery steps must not be negative")
-        faults = frozenset(webhook_faults)
-        if faults - WEBHOOK_FAULTS:
-            unknown = sorted(faults - WEBHOOK_FAULTS)
-            raise ValueError(f"unknown webhook faults {unknown}; known: {sorted(WEBHOOK_FAULTS)}")
         self.steps = steps
         self.max_messages = max_messages
-        self.webhook_url = webhook_url
-        self.webhook_faults = faults
         self.record = record
         self._gate = RateGate(rate_limit, rate_burst)
-        self._store: dict[str, _Entry] = {}
+        self._store: dict[str, Entry] = {}
         self._seq = itertools.count(1)
+        self._webhooks = WebhookPoster(webhook_url, webhook_faults, self._store.get)
         self.polls: collections.Counter[str] = collections.Counter()  # GETs per message id (when recording)
         self.poll_times: list[float] = []  # monotonic time of every status GET (when recording)
         self.answers: collections.Counter[str] = collections.Counter()  # status GETs by HTTP status
@@ -117,12 +57,19 @@ class DeliverySim:
         self.per_second: collections.Counter[int] = collections.Counter()  # GETs by whole second
         self.min_gap = float("inf")  # the shortest time between two GETs of one message
         self._last_poll: dict[str, float] = {}
-        self.webhooks_sent: list[dict[str, Any]] = []
-        self._due: list[tuple[float, int, str, str]] = []  # (time, order, message id, status) to POST
-        self._order = itertools.count()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def webhook_url(self) -> str | None:
+        return self._webhooks.url
+
+    @property
+    def webhook_faults(self) -> frozenset[str]:
+        return self._webhooks.faults
+
+    @property
+    def webhooks_sent(self) -> list[dict[str, Any]]:
+        """Every webhook body the receiver took (2xx), in order."""
+        return self._webhooks.sent
 
     # --- the store ------------------------------------------------------------------
 
@@ -130,85 +77,43 @@ class DeliverySim:
         now = time.time()
         for m, mid in zip(messages, ids, strict=True):
             phone = m["toPhone"]
-            chain = _chain(m["messageType"], path)
+            chain = chain_for(m["messageType"], path)
             digit = phone[-2] if len(phone) > 1 and phone[-2].isdigit() else "0"
             winner = int(digit) % len(chain)
-            entry = _Entry(now, next(self._seq), outcome_for(phone), chain, winner, _parts(m.get("text")))
+            entry = Entry(now, next(self._seq), outcome_for(phone), chain, winner, parts_of(m.get("text")))
             self._store[mid] = entry
             if self.webhook_url is not None:
-                self._schedule_webhooks(mid, entry)
+                self._webhooks.schedule(mid, entry, self.steps)
         while len(self._store) > self.max_messages:
             del self._store[next(iter(self._store))]
 
     def status(self, message_id: str, now: float | None = None) -> str | None:
         entry = self._store.get(message_id)
-        return None if entry is None else self._status_at(entry, time.time() if now is None else now)
+        return None if entry is None else status_at(entry, self.steps, time.time() if now is None else now)
 
     def progress(self, message_id: str, now: float | None = None) -> tuple[str, str] | None:
         """(status, channel) for the inbox: the channel being tried, then the one that delivered."""
         entry = self._store.get(message_id)
         if entry is None:
             return None
-        status = self._status_at(entry, time.time() if now is None else now)
-        channel = entry.chain[entry.winner] if status == "delivered" else entry.chain[-1 if status in _FINAL else 0]
+        status = status_at(entry, self.steps, time.time() if now is None else now)
+        channel = entry.chain[entry.winner] if status == "delivered" else entry.chain[-1 if status in FINAL else 0]
         return status, channel
-
-    def _status_at(self, entry: _Entry, now: float) -> str:
-        age = now - entry.at
-        if age < self.steps[0]:
-            return "scheduled"
-        if age < self.steps[0] + self.steps[1]:
-            return "processing"
-        return entry.outcome
 
     def answer(self, message_id: str, now: float | None = None) -> dict[str, Any] | None:
         """The documented status answer for one message, or None when unknown."""
         entry = self._store.get(message_id)
         if entry is None:
             return None
-        status = self._status_at(entry, time.time() if now is None else now)
-        answer: dict[str, Any] = {
-            "messagelistId": entry.seq,
-            "messageId": message_id,
-            "deliverystatus": status,
-            "partscount": entry.parts,
-        }
-        extended = self._extended(entry, status)
-        if len(entry.chain) > 1:
-            answer["fallbacks"] = [{"type": ch, "status": extended[ch]} for ch in entry.chain[1:]]
-        answer["extendedStatuses"] = extended
-        if status in ("delivered", "undeliverable", "permanenterror"):
-            price = _PRICES[entry.chain[entry.winner]] if status == "delivered" else Decimal(0)
-            cost = price * entry.parts
-            answer.update(
-                cost=cost,
-                rate=price,
-                rateAmount=price,
-                rateCurrency=_CURRENCY,
-                billAmount=cost,
-                billCurrency=_CURRENCY,
-            )
-        return answer
-
-    def _extended(self, entry: _Entry, status: str) -> dict[str, str]:
-        if status == "scheduled":
-            return {ch: "pending" for ch in entry.chain}
-        if status == "processing":
-            return {ch: ("processing" if i == 0 else "pending") for i, ch in enumerate(entry.chain)}
-        if status == "delivered":
-            return {
-                ch: ("undeliverable" if i < entry.winner else "delivered" if i == entry.winner else "not_used")
-                for i, ch in enumerate(entry.chain)
-            }
-        return dict.fromkeys(entry.chain, status)
+        return answer_body(entry, message_id, status_at(entry, self.steps, time.time() if now is None else now))
 
     # --- HTTP ------------------------------------------------------------------------
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/bat/message/{message_id}", self._handle)
         app.router.add_get("/sandbox/delivery", self._handle_stats)
-        app.on_startup.append(self._on_startup)
-        app.on_cleanup.append(self._on_cleanup)
+        app.on_startup.append(self._webhooks.start)
+        app.on_cleanup.append(self._webhooks.stop)
 
     async def _handle(self, request: web.Request) -> web.Response:
         response = self._answer(request)
@@ -261,74 +166,6 @@ class DeliverySim:
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return _json(200, self.stats())
-
-    # --- webhooks ----------------------------------------------------------------------
-
-    def _schedule_webhooks(self, mid: str, entry: _Entry) -> None:
-        final_at = entry.at + self.steps[0] + self.steps[1]
-        processing_at = entry.at + self.steps[0]
-        if "out-of-order" in self.webhook_faults:
-            processing_at = final_at + 0.05  # arrives after the final report
-        for at, status in ((processing_at, "processing"), (final_at, entry.outcome)):
-            for _ in range(2 if "duplicate" in self.webhook_faults else 1):
-                heapq.heappush(self._due, (at, next(self._order), mid, status))
-        self._wake.set()
-
-    async def _on_startup(self, app: web.Application) -> None:
-        if self.webhook_url is not None:
-            self._task = asyncio.create_task(self._post_webhooks())
-
-    async def _on_cleanup(self, app: web.Application) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _post_webhooks(self) -> None:
-        assert self.webhook_url is not None
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
-        while True:
-            if not self._due:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            at, _, mid, status = self._due[0]
-            delay = at - time.time()
-            if delay > 0:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            heapq.heappop(self._due)
-            await self._post(mid, status)
-
-    async def _post(self, mid: str, status: str) -> None:
-        assert self._session is not None
-        assert self.webhook_url is not None
-        entry = self._store.get(mid)
-        body: dict[str, Any] = {
-            "messageId": mid,
-            "deliverystatus": status,
-            "timestamp": _dt.datetime.now(_dt.UTC).isoformat().replace("+00:00", "Z"),
-        }
-        if entry is not None and status == "delivered":
-            body["cost"] = _PRICES[entry.chain[entry.winner]] * entry.parts
-        for attempt in range(3):  # the provider's retry policy is not documented; a little one here
-            try:
-                async with self._session.post(self.webhook_url, data=_encode.encode(body), headers=_JSON) as resp:
-                    if resp.status < 300:
-                        self.webhooks_sent.append(body)
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2 * 2**attempt)
-
-
-_JSON: Final = {"Content-Type": "application/json"}
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:

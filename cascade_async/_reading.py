@@ -1,0 +1,197 @@
+"""The reader of one bulk job: pulls input lazily, admits it and fills the batcher.
+
+Rejected inputs never wait for an in-flight slot: they are grouped and handed to the job at
+once (``on_rejected``), so they cost no request and cannot starve or deadlock the dispatcher.
+Their backlog is bounded on its own: the reader waits while the consumer lags by more than
+``backlog_cap`` of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from ._admission import Admission, size_bound
+from ._batching import Batcher
+from ._errors import CascadeError, ClientClosedError
+from ._inputs import BadLine
+from ._models import Message, Result, Status, failure
+from ._sending import BatchSender
+from ._templates import Personalised, Rejected, TemplateItems
+from ._uploads import Uploads
+from ._variables import Variable
+
+__all__ = ["MessageSource", "Reader"]
+
+logger = logging.getLogger("cascade_async")
+
+_Input = Message | Mapping[str, Any] | BadLine | Personalised | Rejected
+MessageSource = Iterable[_Input] | AsyncIterable[_Input]
+
+
+class Reader:
+    def __init__(
+        self,
+        source: MessageSource,
+        batcher: Batcher[Message],
+        *,
+        sender: BatchSender,
+        batch_size: int,
+        linger: float,
+        max_batch_bytes: int,
+        dedupe: bool,
+        ordered: bool,
+        backlog_cap: int,
+        before_upload: Callable[..., None] | None,
+        on_rejected: Callable[[list[Result]], None],
+    ) -> None:
+        self._source = source
+        self._batcher = batcher
+        self._sender = sender
+        self._batch_size = batch_size
+        self._linger = linger
+        self._before_upload = before_upload
+        self._on_rejected = on_rejected
+        self.admission = Admission(
+            dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables, ordered=ordered
+        )
+        self.uploads: Uploads | None = None  # made at the first templated message
+        #: The input's own failure, raised to the consumer after everything read before it.
+        self.source_error: BaseException | None = None
+        self._rejected: list[Result] = []
+        self._leftover: list[Any] = []  # read from the source, not admitted yet
+        self._orphans: list[Message] = []  # admitted, not in the batcher yet
+        self._backlog = 0  # rejected results handed out but not taken yet
+        self._backlog_cap = backlog_cap
+        self._drained = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read the whole source; then close the batcher (its last batch goes out)."""
+        try:
+            if isinstance(self._source, TemplateItems):  # whole chunks are admitted in C
+                async for chunk in self._source.chunks(self._batch_size):
+                    await self._read_chunks(iter(chunk))
+            elif isinstance(self._source, AsyncIterable):
+                async for item in self._source:
+                    await self._admit(item)
+            else:
+                await self._read_chunks(iter(self._source))
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the job is stopping
+            # The source raised CancelledError of its own accord: that is the input failing.
+            self._input_failed(CascadeError("reading the input was cancelled"), exc)
+        except Exception as exc:
+            self._input_failed(exc, None)
+        self.flush_rejected()
+        if self.uploads is not None:
+            self.uploads.close()
+        self._batcher.close()
+
+    def taken(self, rejected: int) -> None:
+        """The consumer took a group of ``rejected`` results: the reader may go on."""
+        self._backlog -= rejected
+        self._drained.set()
+
+    def flush_rejected(self) -> None:
+        if self._rejected:
+            group, self._rejected = self._rejected, []
+            self._backlog += len(group)
+            self._on_rejected(group)
+
+    def settle_unsent(self) -> None:
+        """At the client's close: everything read but never sent gets its result (FAILED: it
+        certainly did not leave), so no input is left without one."""
+        leftover, self._leftover = self._leftover, []
+        for item in leftover:
+            got = self.admission.admit(item)
+            if isinstance(got, Result):
+                self._rejected.append(got)
+            else:
+                self._orphans.append(got[0])
+        unsent = self._orphans + list(self._batcher.drain())
+        self._orphans = []
+        err = ClientClosedError("the client was closed before this message was sent")
+        self._rejected += [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in unsent]
+        self.flush_rejected()
+
+    def _need_variables(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
+        if self.uploads is None:
+            self.uploads = Uploads(self._sender, linger=self._linger, before_upload=self._before_upload)
+        self.uploads.register(messages, variables)
+
+    def _input_failed(self, error: Exception, cause: BaseException | None) -> None:
+        # The input itself failed: finish what was read, then raise it to the consumer.
+        if cause is not None:
+            error.__cause__ = cause
+        logger.error("reading input failed after %d item(s): %r", self.admission.count, error)
+        self.source_error = error
+
+    async def _read_chunks(self, items: Iterator[Any]) -> None:
+        """Pull a synchronous source a batch's worth at a time; whole chunks are admitted in C."""
+        batcher = self._batcher
+        admission = self.admission
+        while True:
+            room = batcher.room()
+            if room <= 0:
+                self.flush_rejected()
+                await batcher.wait_room()
+                continue
+            chunk: list[Any] = []
+            error: Exception | None = None
+            try:
+                chunk.extend(itertools.islice(items, room))  # keeps what came before an error
+            except Exception as exc:
+                error = exc
+            if not chunk:
+                if error is not None:
+                    raise error
+                return
+            admitted = admission.admit_chunk(chunk)
+            if admitted is None:
+                for i, item in enumerate(chunk):
+                    try:
+                        await self._admit(item)
+                    except asyncio.CancelledError:
+                        self._leftover = chunk[i + 1 :]  # read, not admitted: settled at close
+                        raise
+            elif not batcher.extend(*admitted):
+                messages = admitted[0]
+                for i, msg in enumerate(messages):
+                    try:
+                        await self._offer(msg, size_bound(msg))
+                    except asyncio.CancelledError:
+                        self._orphans += messages[i + 1 :]
+                        raise
+            if error is not None:
+                raise error
+
+    async def _admit(self, item: Any) -> None:
+        got = self.admission.admit(item)
+        if type(got) is tuple:
+            msg, size = got
+            if not self._batcher.offer(msg, size):
+                await self._offer(msg, size)
+        else:
+            assert isinstance(got, Result)
+            self._rejected.append(got)
+            if len(self._rejected) == 1:
+                # Out at once, even if the source then waits: grouped with the others of this turn.
+                asyncio.get_running_loop().call_soon(self.flush_rejected)
+            elif len(self._rejected) >= self._batch_size:
+                self.flush_rejected()
+            while self._backlog >= self._backlog_cap:
+                self._drained.clear()
+                await self._drained.wait()
+
+    async def _offer(self, msg: Message, size: int) -> None:
+        self.flush_rejected()  # about to wait: let the consumer see them meanwhile
+        try:
+            await self._batcher.put(msg, size)
+        except asyncio.CancelledError:
+            self._orphans.append(msg)  # admitted, never batched: settled at close
+            raise
