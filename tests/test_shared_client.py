@@ -121,7 +121,8 @@ async def test_closing_ends_the_heartbeat_even_when_a_redis_call_swallows_the_ca
     client = CascadeClient(api_key=SECRET, transport=FakeTransport(), rate_limit=limit)
     assert (await client.send(msg(1))).ok
     limiter: Any = client._limiter
-    real = limiter._heartbeat_script
+    link = limiter._link
+    real = link._heartbeat_script
     inside = asyncio.Event()
 
     async def swallowing(*args: Any, **kwargs: Any) -> Any:
@@ -132,7 +133,7 @@ async def test_closing_ends_the_heartbeat_even_when_a_redis_call_swallows_the_ca
             return 1  # as if the answer had come: the cancellation is lost
         return await real(*args, **kwargs)
 
-    limiter._heartbeat_script = swallowing
+    link._heartbeat_script = swallowing
     await inside.wait()  # the heartbeat is inside a Redis call
     async with asyncio.timeout(3):
         await client.aclose()
