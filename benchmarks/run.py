@@ -125,7 +125,7 @@ def print_tables(results: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=200_000)
+    parser.add_argument("--messages", type=int, default=300_000)
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--repeats", type=int, default=5, help="rounds of every variant, interleaved")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "latest.json"))
