@@ -409,3 +409,38 @@ def test_retries_are_numbered_from_each_send_and_429_back_pressure_is_not_an_att
     assert max(r.attempts for r in results) == attempts
     assert all(r.ok for r in results)
     assert [e.attempt for e in events if isinstance(e, RetryScheduled)] == scheduled
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param('"\u00a7status": "rejected"', id="a reserved status key"),
+        pytest.param('"\\u00a7status": "failed"', id="the same key spelled with an escape"),
+        pytest.param('"\u00a7attempts": 7, "\u00a7from_journal": true', id="attempts and journal"),
+        pytest.param('"\u00a7error": {"message": "x"}', id="an error object"),
+    ],
+)
+def test_an_answer_cannot_set_result_fields_it_does_not_document(extra: str) -> None:
+    def respond(messages: list[dict[str, Any]], n: int) -> RawResponse:
+        entries = [f'{{"messageId": "mid-{m["id"]}", "trackinId": "{m["id"]}", {extra}}}' for m in messages]
+        return RawResponse(200, {}, ("[" + ", ".join(entries) + "]").encode())
+
+    async def main() -> list[Result]:
+        async with make(FakeTransport(respond)) as c:
+            return [r async for r in c.stream([msg(1), msg(2)])]
+
+    results = run_virtual(main())
+    assert [(r.status, r.message_id, r.error, r.attempts, r.from_journal) for r in results] == [
+        (Status.ACCEPTED, f"mid-m{i}", None, 1, False) for i in (1, 2)
+    ]
+
+
+def test_ids_whose_utf8_holds_the_reserved_byte_or_an_escape_are_still_matched() -> None:
+    ids = ["façade-1", 'quote"d', "plain"]  # "ç" is C3 A7 in UTF-8; a quote is escaped in JSON
+
+    async def main() -> list[Result]:
+        async with make(FakeTransport()) as c:
+            return [r async for r in c.stream([msg(i) for i in ids])]
+
+    results = run_virtual(main())
+    assert sorted(r.tracking_id for r in results if r.ok) == sorted(ids)
