@@ -216,18 +216,6 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
         ``AuthenticationError`` on 401/403 and ``EndpointError`` on a wrong endpoint (3xx, 404,
         405, 415): those messages stay unsettled.
         """
-        return self._stream(messages, route=route, dedupe=dedupe, recorder=recorder, priority=priority)
-
-    def _stream(
-        self,
-        messages: MessageSource,
-        *,
-        route: Route | None,
-        dedupe: bool | None,
-        recorder: Recorder | None,
-        priority: Priority | Literal["bulk", "interactive"],
-        ordered: bool = False,
-    ) -> ResultStream:
         self._ensure_open()
         if dedupe is None and isinstance(messages, TemplateItems):
             dedupe = False  # the template's own check (see _template_ids)
@@ -245,7 +233,6 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
             isolate=self._isolate,
             on_start=self._started,
             priority=Priority(priority),
-            ordered=ordered,
         )
 
     async def send_many(
@@ -264,7 +251,8 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
         started = time.monotonic()
         duplicates: list[Result] = []
         by_id: dict[str, Result] = {}
-        stream = self._stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority, ordered=True)
+        stream = self.stream(messages, route=route, dedupe=True, recorder=recorder, priority=priority)
+        stream.keep_order()
 
         def report() -> BulkReport:
             order = stream.first_occurrences or ()

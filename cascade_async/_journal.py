@@ -163,13 +163,12 @@ class Journal(JournalQueries, JournalRecorder):
         )
         # Every input's id in input order as admission names it: Results from the journal, and
         # inputs rejected before they reach the journal (no id, invalid) in their places too.
-        order: list[str] = []
-        stream._reader.admission.order = order
+        stream.keep_order()
         by_id: dict[str, Result] = {}
         duplicates: list[Result] = []
 
         def report() -> BulkReport:
-            ordered = {tid: by_id[tid] for tid in order if tid in by_id}
+            ordered = {tid: by_id[tid] for tid in stream.first_occurrences or () if tid in by_id}
             return BulkReport(ordered, duplicates, time.monotonic() - started)
 
         try:

@@ -43,7 +43,6 @@ class Reader:
         linger: float,
         max_batch_bytes: int,
         dedupe: bool,
-        ordered: bool,
         backlog_cap: int,
         before_upload: Callable[..., None] | None,
         on_rejected: Callable[[list[Result]], None],
@@ -55,9 +54,7 @@ class Reader:
         self._linger = linger
         self._before_upload = before_upload
         self._on_rejected = on_rejected
-        self.admission = Admission(
-            dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables, ordered=ordered
-        )
+        self.admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
         self.uploads: Uploads | None = None  # made at the first templated message
         #: The input's own failure, raised to the consumer after everything read before it.
         self.source_error: BaseException | None = None

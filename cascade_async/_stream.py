@@ -13,14 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import (
-    AsyncGenerator,
-    AsyncIterator,
-    Callable,
-    Coroutine,
-    Iterable,
-    Sequence,
-)
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -33,7 +26,7 @@ from ._outcomes import MAY_HAVE_LEFT, Recorder, StopCall
 from ._ratelimit import Priority
 from ._reading import MessageSource, Reader
 from ._sending import BatchSender
-from ._wire import encode_batch
+from ._wire import encoded_size
 
 __all__ = ["MessageSource", "ResultStream"]
 
@@ -49,10 +42,6 @@ class _End:
 
 #: A queued group of results, and whether it holds an in-flight slot (a batch does; rejections don't).
 _Item = tuple[list[Result], bool] | _End
-
-
-def _measure(items: Any) -> int:
-    return len(encode_batch(items))
 
 
 class ResultStream:
@@ -85,7 +74,6 @@ class ResultStream:
         isolate: int = 0,
         on_start: Callable[[ResultStream], None] | None = None,
         priority: Priority = Priority.BULK,
-        ordered: bool = False,
     ) -> None:
         self._source = source
         self._sender = sender
@@ -107,7 +95,7 @@ class ResultStream:
         self._closing = False  # the client is closing: in-flight batches end, nothing new starts
         self._iterating = False
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._batcher: Batcher[Message] = Batcher(batch_size, linger, max_batch_bytes, _measure)
+        self._batcher: Batcher[Message] = Batcher(batch_size, linger, max_batch_bytes, encoded_size)
         self._reader = Reader(
             source,
             self._batcher,
@@ -116,7 +104,6 @@ class ResultStream:
             linger=linger,
             max_batch_bytes=max_batch_bytes,
             dedupe=dedupe,
-            ordered=ordered,
             backlog_cap=batch_size * max_in_flight,
             # A recorder (the journal) may keep what is uploaded: told before each upload request.
             before_upload=getattr(recorder, "variables_uploading", None),
@@ -136,8 +123,16 @@ class ResultStream:
 
     @property
     def first_occurrences(self) -> Iterable[str] | None:
-        """Tracking ids in input order (first occurrences); None unless made ``ordered``."""
+        """Tracking ids in input order (first occurrences); None unless ``keep_order()`` was called."""
         return self._reader.admission.order
+
+    def keep_order(self) -> None:
+        """Keep every input's tracking id in input order (``first_occurrences``), one list entry
+        per input: for a report in input order (``send_many``). Call it before iterating."""
+        if self._iterating:
+            raise RuntimeError("keep_order() must come before the stream is iterated")
+        if self._reader.admission.order is None:
+            self._reader.admission.order = []
 
     async def __aenter__(self) -> ResultStream:
         return self

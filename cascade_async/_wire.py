@@ -65,6 +65,11 @@ def encode_batch(messages: Sequence[Message]) -> bytes:
     return _encoder.encode(messages)
 
 
+def encoded_size(messages: Sequence[Message]) -> int:
+    """The length of the batch's body (the batcher's exact measure near its byte limit)."""
+    return len(encode_batch(messages))
+
+
 def results_from_acks(batch: Sequence[Message], body: bytes, *, attempts: int) -> list[Result]:
     """Match a 2xx answer to the request by ``trackinId``, never by position.
 

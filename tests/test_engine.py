@@ -614,3 +614,27 @@ def test_a_template_source_failure_raises_after_delivering_every_row_read_before
     got = run_virtual(main())
     assert sorted(r.tracking_id for r in got) == [f"r{i}" for i in range(7)]
     assert all(r.ok for r in got)
+
+
+def test_keep_order_lists_every_input_id_once_in_input_order_and_only_before_iteration() -> None:
+    t = FakeTransport()
+
+    async def main() -> tuple[list[str] | None, list[str] | None]:
+        async with make(t, batch_size=2) as c:
+            plain = c.stream([msg(1)])
+            async with plain:
+                _ = [r async for r in plain]
+            kept = c.stream([msg(3), msg(1), {"id": "bad"}, msg(2), msg(1)])
+            kept.keep_order()
+            async with kept:
+                _ = [r async for r in kept]
+            with pytest.raises(RuntimeError, match="before"):
+                kept.keep_order()
+            order = kept.first_occurrences
+            return (None if plain.first_occurrences is None else list(plain.first_occurrences)), (
+                None if order is None else list(order)
+            )
+
+    plain, kept = run_virtual(main())
+    assert plain is None  # nothing kept per input unless asked
+    assert kept == ["m3", "m1", "bad", "m2"]
