@@ -161,7 +161,7 @@ class Admission:
         return False
 
     def _refuse(self, exc: ValidationError, item: object) -> Result:
-        tid = exc.tracking_id or _raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")
+        tid = exc.tracking_id or raw_id(item) or (f"<line {exc.line}>" if exc.line else f"<input #{self.count}>")
         if self._repeated(tid):
             return duplicate(tid)
         return failure(tid, Status.REJECTED, exc, 0)
@@ -190,7 +190,8 @@ def _with_line(bad: BadLine) -> ValidationError:
     return err
 
 
-def _raw_id(item: object) -> str | None:
+def raw_id(item: object) -> str | None:
+    """The tracking id an input names, valid or not (None when it names none)."""
     if isinstance(item, Mapping):
         tid = item.get("id")
         if isinstance(tid, str) and tid:

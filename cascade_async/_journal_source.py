@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any, Final
 
-from ._admission import duplicate
+from ._admission import duplicate, raw_id
 from ._errors import ErrorCode, ValidationError
 from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
@@ -64,6 +64,9 @@ class ResumeFilter:
         self.settled = 0  # given back from the journal as settled
         self.unknown = 0  # given back from the journal as of unknown outcome
         self.finished = False  # the whole input was read
+        #: Ids named by inputs of this run that admission refuses (invalid): never in the journal,
+        #: so kept here, few as they are, for a later input naming one to be the repeat it is.
+        self._refused: set[str] = set()
 
     @property
     def job_fingerprint(self) -> str:
@@ -90,7 +93,8 @@ class ResumeFilter:
         if not chunk:
             return []
         messages, sendable, all_valid = _as_messages(chunk)
-        ids = list({m.id: None for m in messages if m is not None})
+        named = [m.id if m is not None else raw_id(item) for item, m in zip(chunk, messages, strict=True)]
+        ids = list({tid: None for tid in named if tid is not None})
         placeholders = ",".join("?" * len(ids))
         found = {
             row[0]: Row(*row)
@@ -100,7 +104,9 @@ class ResumeFilter:
         }
         now = time.time()
         run = self.run
-        if not found and all_valid and len(ids) == len(chunk):  # all new: the first run's usual chunk
+        refused = self._refused
+        if not found and all_valid and len(ids) == len(chunk) and (not refused or refused.isdisjoint(ids)):
+            # all new: the first run's usual chunk
             prints = list(map(fingerprint, messages))  # type: ignore[arg-type]  # all_valid: no None
             self._job.update(b"".join(prints))
             self.messages += len(ids)
@@ -110,14 +116,25 @@ class ResumeFilter:
         touches: list[tuple[Any, ...]] = []
         out: list[Any] = []
         fps: list[bytes] = []
-        for item, msg, send in zip(chunk, messages, sendable, strict=True):
+        for item, msg, send, named_id in zip(chunk, messages, sendable, named, strict=True):
             if msg is None:
-                out.append(item)  # admission rejects it and says why
+                # Admission refuses it and says why, unless it repeats an id of this run: then it
+                # is that repeat, as in ``client.send_many`` (one result per id in the report).
+                row = found.get(named_id) if named_id is not None else None
+                if named_id is not None and ((row is not None and row.run == run) or named_id in refused):
+                    out.append(duplicate(named_id))
+                else:
+                    if named_id is not None:
+                        refused.add(named_id)
+                    out.append(item)
                 continue
             tid = msg.id
             fp = fingerprint(msg)
             fps.append(fp)
             self.messages += 1
+            if tid in refused:
+                out.append(duplicate(tid))
+                continue
             row = found.get(tid)
             if row is None:
                 inserts.append((tid, fp, run, now))

@@ -280,3 +280,31 @@ def test_send_many_through_a_journal_lists_inputs_rejected_before_the_journal_in
             assert report["m1"].status is Status.REJECTED
 
     run_virtual(main())
+
+
+NO_PHONE = {"id": "m2", "text": "no phone"}
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param([msg(1), NO_PHONE, msg(2), msg(3)], id="an invalid input, then its id valid"),
+        pytest.param([msg(1), msg(2), NO_PHONE, msg(3)], id="a valid input, then its id invalid"),
+    ],
+)
+def test_a_journaled_send_many_reports_an_id_reused_around_an_invalid_input_as_a_repeat(
+    tmp_path: Path, source: list[dict[str, Any]]
+) -> None:
+    async def main() -> tuple[Any, Any]:
+        with Journal(str(tmp_path / "j.db")) as journal:
+            async with fake_client(scripted()) as c:
+                journaled = await journal.send_many(c, source)
+        async with fake_client(scripted()) as c:
+            plain = await c.send_many(source)
+        return journaled, plain
+
+    journaled, plain = run_virtual(main())
+    # As client.send_many: one result per id in input order, the second naming of m2 a duplicate.
+    assert list(journaled) == list(plain) == ["m1", "m2", "m3"]
+    assert [r.status for r in journaled.values()] == [r.status for r in plain.values()]
+    assert [d.tracking_id for d in journaled.duplicates] == [d.tracking_id for d in plain.duplicates] == ["m2"]
