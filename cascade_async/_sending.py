@@ -16,7 +16,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from operator import attrgetter
 
 import tenacity
 
@@ -39,8 +38,6 @@ from ._transport import RawResponse, Transport
 from ._wire import encode_batch, results_from_acks
 
 logger = logging.getLogger("cascade_async")
-
-_ids = attrgetter("id")
 
 
 #: Errors about the endpoint or the client, never about the messages.
@@ -281,16 +278,3 @@ class BatchSender:
     def _announce_retry(self, route: Route, size: int, attempt: int, delay: float, exc: CascadeError) -> None:
         logger.debug("retrying %d message(s) in %.3fs after attempt %d: %s", size, delay, attempt, exc)
         emit(self._hook, RetryScheduled(route=route, size=size, attempt=attempt, delay=delay, error=exc))
-
-
-def repeat_rounds(batch: Sequence[Message]) -> list[list[int]]:
-    """Indices of ``batch`` by occurrence: round k holds the k-th occurrence of each id."""
-    rounds: list[list[int]] = []
-    seen: dict[str, int] = {}
-    for i, m in enumerate(batch):
-        k = seen.get(m.id, 0)
-        seen[m.id] = k + 1
-        if k == len(rounds):
-            rounds.append([])
-        rounds[k].append(i)
-    return rounds
