@@ -142,3 +142,24 @@ def test_report_rows_are_the_journal_export_rows_plus_the_delivery_columns(tmp_p
             "deliveryAt",
         }
         assert after["deliveryFinal"] is True
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(["report"], id="report"),
+        pytest.param(["track", "--api-key", "k", "--base-url", "http://127.0.0.1:9"], id="track"),
+        pytest.param(["webhook", "--port", "0", "--journal"], id="webhook"),
+    ],
+)
+def test_a_delivery_command_given_a_file_that_is_not_a_journal_exits_2_saying_why(
+    tmp_path: Path, command: list[str]
+) -> None:
+    not_a_journal = tmp_path / "notes.db"
+    not_a_journal.write_text("just some text, not SQLite\n" * 100)
+    args = (
+        [*command, str(not_a_journal)] if command[-1] == "--journal" else [command[0], str(not_a_journal), *command[1:]]
+    )
+    p = run(*args, env={"CASCADE_WEBHOOK_TOKEN": "t"})
+    assert p.returncode == 2, text(p)
+    assert "error:" in text(p)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import sys
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -9,6 +11,8 @@ import click
 from rich.console import Console
 
 from .._client import DEFAULT_BASE_URL
+from .._errors import JournalError
+from .._journal_delivery import connect
 from .._models import Route
 
 EXIT_OK: Final = 0
@@ -42,3 +46,12 @@ def connection_options(command: F) -> F:
 def consoles() -> tuple[Console, Console]:
     """(stdout, stderr) consoles that print text as it is (no markup guessing)."""
     return Console(highlight=False, soft_wrap=True), Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def open_journal_db(path: str, err: Console) -> sqlite3.Connection:
+    """The journal's database for the delivery commands, or exit with a usage error naming why."""
+    try:
+        return connect(path)
+    except (JournalError, ValueError, OSError) as exc:
+        err.print(f"error: {exc}")
+        sys.exit(EXIT_USAGE)

@@ -11,11 +11,10 @@ import click
 import msgspec
 from rich.console import Console
 
-from .._errors import JournalError
-from .._journal_delivery import ROWS_WITH_DELIVERY, DeliverySummary, connect, summary
+from .._journal_delivery import ROWS_WITH_DELIVERY, DeliverySummary, summary
 from .._journal_rows import ROW_COLUMNS, Row, recorded_result
 from .._outputs import COLUMNS, output_format, row_for
-from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, consoles
+from ._common import EXIT_OK, EXIT_SOME_FAILED, consoles, open_journal_db
 
 __all__ = ["print_summary", "report"]
 
@@ -32,11 +31,7 @@ __all__ = ["print_summary", "report"]
 def report(journal: str, output: str | None) -> None:
     """Print the delivery summary of a journal (from track or webhook); exit 0 when every message is final."""
     out, err = consoles()
-    try:
-        db = connect(journal)
-    except (JournalError, ValueError, OSError) as exc:
-        err.print(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+    db = open_journal_db(journal, err)
     with db:
         if output is not None:
             with open(output, "w", encoding="utf-8", newline="") as f:

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from .._client import CascadeClient
 from .._errors import AuthenticationError, EndpointError, JournalError
-from .._journal_delivery import apply_report, connect, count_tracked, summary, tracked
-from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, connection_options, consoles
+from .._journal_delivery import apply_report, count_tracked, summary, tracked
+from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, connection_options, consoles, open_journal_db
 from ._report import print_summary
 
 __all__ = ["track"]
@@ -35,8 +35,8 @@ def track(
 ) -> None:
     """Poll delivery status for a job's journal until each message is final; exit 0 when all are."""
     out, err = consoles()
+    db = open_journal_db(journal, err)
     try:
-        db = connect(journal)
         client = CascadeClient(api_key=api_key, viber_token=viber_token, telegram_key=telegram_key, base_url=base_url)
     except (JournalError, ValueError, OSError) as exc:
         err.print(f"error: {exc}")

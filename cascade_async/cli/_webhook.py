@@ -5,17 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 
 import click
 from aiohttp import web
 from rich.console import Console
 
 from .._delivery import DeliveryReport
-from .._errors import JournalError
-from .._journal_delivery import apply_report, connect
+from .._journal_delivery import apply_report
 from ..webhooks import aiohttp_handler
-from ._common import EXIT_USAGE, consoles
+from ._common import consoles, open_journal_db
 
 __all__ = ["webhook"]
 
@@ -37,11 +35,7 @@ def webhook(journal: str, port: int, host: str, token: str) -> None:
     It runs beside a send job writing the same journal (it never takes the job's lock).
     """
     out, err = consoles()
-    try:
-        db = connect(journal)
-    except (JournalError, ValueError, OSError) as exc:
-        err.print(f"error: {exc}")
-        sys.exit(EXIT_USAGE)
+    db = open_journal_db(journal, err)
 
     def on_report(report: DeliveryReport) -> None:
         apply_report(db, report)  # committed: only then does the handler answer 2xx
