@@ -24,6 +24,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from operator import attrgetter
 from typing import Any, Final
 
 from ._admission import duplicate, raw_id
@@ -40,6 +41,9 @@ logger = logging.getLogger("cascade_async")
 CHUNK: Final = 1000
 _INSERT: Final = "INSERT INTO outcomes (tracking_id, status, fingerprint, run, updated_at) VALUES (?, 'new', ?, ?, ?)"
 _TOUCH: Final = "UPDATE outcomes SET run = ?, fingerprint = ?, status = ? WHERE tracking_id = ?"
+
+
+_get_id = attrgetter("id")
 
 
 class ResumeFilter:
@@ -93,8 +97,12 @@ class ResumeFilter:
         if not chunk:
             return []
         messages, sendable, all_valid = _as_messages(chunk)
-        named = [m.id if m is not None else raw_id(item) for item, m in zip(chunk, messages, strict=True)]
-        ids = list({tid: None for tid in named if tid is not None})
+        if all_valid:  # the usual chunk: its ids in C
+            named: list[str | None] = list(map(_get_id, messages))
+            ids = list(dict.fromkeys(named))
+        else:  # an invalid input still names an id, which may repeat one of this run
+            named = [m.id if m is not None else raw_id(item) for item, m in zip(chunk, messages, strict=True)]
+            ids = list(dict.fromkeys(tid for tid in named if tid is not None))
         placeholders = ",".join("?" * len(ids))
         found = {
             row[0]: Row(*row)
