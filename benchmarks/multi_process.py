@@ -195,8 +195,13 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {x['429s']} ({x['429_pct']:.2f} %) "
             f"| {x['busiest_second']} | {x['failed']} of {x['messages']:,} | {x['interactive_sends']:,} "
             f"| {x['p50_ms']:.1f} / {x['p99_ms']:.1f} ({x['settled_p99_ms']:.1f}) "
-            f"| {x['acquire_calls_per_request']:.2f} "
-            f"| {x['lua_calls_per_request']:.2f} | {x['lua_us_per_call']:.1f} | {x['cpu_us_per_request']:.0f} "
+            + (
+                f"| {x['acquire_calls_per_request']:.2f} "
+                f"| {x['lua_calls_per_request']:.2f} | {x['lua_us_per_call']:.1f} "
+                if x["mode"].startswith("shared")
+                else "| - | - | - "
+            )
+            + f"| {x['cpu_us_per_request']:.0f} "
             f"| {x['server_stall_p99_ms']:.1f} / {x['server_stall_max_ms']:.0f} |"
         )
     return "\n".join(lines)
