@@ -27,7 +27,10 @@ class Lines(Iterator[bytes]):
         self._read = getattr(stream, "read1", None) or stream.read
         self._universal = universal
         self._lines: deque[bytes] = deque()
-        self._tail = b""  # the start of a line whose end has not come yet
+        # The start of a line whose end has not come yet, in the pieces it came in: joined once,
+        # when its end comes, so that a line over many reads (a 50 MB line through a pipe) costs
+        # one copy, not one per read.
+        self._tail: list[bytes] = []
         self._eof = False
 
     def ready(self) -> bool:
@@ -60,26 +63,34 @@ class Lines(Iterator[bytes]):
 
     def _fill(self) -> None:
         data = self._read(_READ)
+        tail = self._tail
         if not data:
             self._eof = True
-            if self._tail:
-                self._lines.append(self._tail)
-                self._tail = b""
+            if tail:
+                self._lines.append(b"".join(tail))
+                tail.clear()
             return
-        data = self._tail + data if self._tail else data
+        if tail:
+            ends = b"\n" in data or (self._universal and (b"\r" in data or tail[-1][-1:] == b"\r"))
+            if not ends:
+                tail.append(data)  # the line goes on
+                return
+            data = b"".join((*tail, data))
+            tail.clear()
         if self._universal:
             parts = data.splitlines(keepends=True)
-            last = parts[-1]
             # Unfinished, or a "\r" that the next read may show to be half of a "\r\n".
-            self._tail = parts.pop() if last[-1:] not in (b"\n", b"\r") or last[-1:] == b"\r" else b""
+            if parts[-1][-1:] != b"\n":
+                tail.append(parts.pop())
             self._lines.extend(parts)
         else:
             cut = data.rfind(b"\n")
             if cut < 0:
-                self._tail = data
+                tail.append(data)
                 return
             self._lines.extend(data[:cut].split(b"\n"))
-            self._tail = data[cut + 1 :]
+            if cut + 1 < len(data):
+                tail.append(data[cut + 1 :])
 
 
 def read_text_chunk(stream: IO[bytes], decoder: codecs.IncrementalDecoder) -> str | None:
