@@ -78,6 +78,8 @@ def parse_jsonl_line(raw: bytes, line: int) -> Message | BadLine | None:
         return _bad(line, exc)  # pragma: no cover - from_dict refuses what decode refused
     except msgspec.DecodeError as exc:
         return _bad(line, ValueError(f"not valid JSON: {exc}"))
+    except UnicodeDecodeError as exc:  # msgspec checks a string's UTF-8 on its own
+        return _bad(line, ValueError(f"not UTF-8: {exc}"))
 
 
 def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any]:
@@ -132,8 +134,11 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
                 row = next(rows)
             except StopIteration:
                 break
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except csv.Error as exc:
                 out.append((reader.line_num, exc))
+                break
+            except UnicodeDecodeError as exc:  # the line that did not decode was not counted
+                out.append((reader.line_num + 1, exc))
                 break
             out.append((reader.line_num, row))
         return out
@@ -151,8 +156,28 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
                 yield _bad(line, exc, row.get("id"))
 
 
+class _NotUtf8(Exception):
+    def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
+        super().__init__(f"not UTF-8 ({exc.reason}); the rest of the file was not read")
+        self.line = line
+
+
 async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
     """An incremental reader for one top-level JSON array of objects."""
+    try:
+        async for item in _json_array_items(stream):
+            yield item
+    except _NotUtf8 as exc:
+        yield _bad(exc.line, ValueError(str(exc)))
+
+
+def _may_go_on(buf: str, end: int) -> bool:
+    """Whether a value that the decoder ended at ``end`` may be longer once more input comes:
+    it ends the buffer, or only the start of a number's fraction or exponent follows it."""
+    return buf[end - 1 : end] not in '}]"' and len(buf) - end < 8 and not buf[end:].strip("0123456789.eE+-")
+
+
+async def _json_array_items(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
     decoder = json.JSONDecoder()
     text = codecs.getincrementaldecoder("utf-8-sig")()
     buf = ""
@@ -162,7 +187,11 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
 
     async def more() -> bool:
         nonlocal buf, pos, eof
-        chunk = None if eof else await asyncio.to_thread(read_text_chunk, stream, text)
+        try:
+            chunk = None if eof else await asyncio.to_thread(read_text_chunk, stream, text)
+        except UnicodeDecodeError as exc:  # name the line of the byte that did not decode
+            before = exc.object[: exc.start].count(b"\n") if isinstance(exc.object, bytes) else 0
+            raise _NotUtf8(line + buf.count("\n", pos) + before, exc) from None
         if not chunk:
             eof = True
             return False
@@ -201,7 +230,7 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
                 continue
             yield _bad(line, ValueError(f"not valid JSON ({exc.msg}); the rest of the file was not read"))
             return
-        if end == len(buf) and buf[end - 1] not in "}]" and await more():
+        if _may_go_on(buf, end) and await more():
             continue  # a number or literal may go on in the next chunk (an object cannot)
         item_line = line
         line += buf.count("\n", pos, end)

@@ -201,7 +201,9 @@ def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
                 yield chunk
                 chunk = []
     except (csv.Error, UnicodeDecodeError) as exc:
-        chunk.append(_unreadable(reader.line_num, f"unreadable CSV: {exc}; the rest was not read"))
+        # A line that did not decode was not counted yet; one that csv refused was.
+        line = reader.line_num + isinstance(exc, UnicodeDecodeError)
+        chunk.append(_unreadable(line, f"unreadable CSV: {exc}; the rest was not read"))
     if chunk:
         yield chunk
 
@@ -215,6 +217,8 @@ def _jsonl_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
                 row = msgspec.json.decode(raw)
             except msgspec.DecodeError as exc:
                 chunk.append(_unreadable(line, f"not valid JSON: {exc}"))
+            except UnicodeDecodeError as exc:  # msgspec checks a string's UTF-8 on its own
+                chunk.append(_unreadable(line, f"not UTF-8: {exc}"))
             else:
                 chunk.append(row if isinstance(row, dict) else _unreadable(line, "a row must be a JSON object"))
         if chunk and (len(chunk) >= _CHUNK or not lines.ready()):
