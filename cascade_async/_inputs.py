@@ -7,7 +7,6 @@ stream has at hand (``_lines``): a slow pipe's lines go on as they come.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import csv
 import json
@@ -20,6 +19,7 @@ import msgspec
 from ._errors import ErrorCode, ValidationError
 from ._lines import Lines, read_text_chunk
 from ._models import Message
+from ._off_loop import off_loop
 
 __all__ = ["BadLine", "detect_format", "read_csv", "read_json_array", "read_jsonl", "read_messages"]
 
@@ -106,7 +106,7 @@ async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | 
     if fmt == "jsonl":
         line = 0
         lines = Lines(stream)
-        while chunk := await asyncio.to_thread(lines.take, _CHUNK_LINES):
+        while chunk := await off_loop(lines.take, _CHUNK_LINES):
             for raw in chunk:
                 line += 1
                 item = parse_jsonl_line(raw, line)
@@ -143,7 +143,7 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
             out.append((reader.line_num, row))
         return out
 
-    while chunk := await asyncio.to_thread(next_rows):
+    while chunk := await off_loop(next_rows):
         for line, row in chunk:
             if isinstance(row, Exception):
                 yield _bad(line, row)
@@ -188,7 +188,7 @@ async def _json_array_items(stream: IO[bytes]) -> AsyncIterator[Message | BadLin
     async def more() -> bool:
         nonlocal buf, pos, eof
         try:
-            chunk = None if eof else await asyncio.to_thread(read_text_chunk, stream, text)
+            chunk = None if eof else await off_loop(read_text_chunk, stream, text)
         except UnicodeDecodeError as exc:  # name the line of the byte that did not decode
             before = exc.object[: exc.start].count(b"\n") if isinstance(exc.object, bytes) else 0
             raise _NotUtf8(line + buf.count("\n", pos) + before, exc) from None
@@ -264,7 +264,7 @@ def read_json_array(source: Source) -> AsyncIterator[Message | BadLine]:
 
 async def _read(source: Source, fmt: str) -> AsyncIterator[Message | BadLine]:
     if isinstance(source, str | os.PathLike):
-        stream = await asyncio.to_thread(open, source, "rb")
+        stream = await off_loop(open, source, "rb")
         try:
             async for item in read_messages(stream, fmt):
                 yield item

@@ -13,7 +13,6 @@ it may have used for another value.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import datetime as _dt
@@ -31,6 +30,7 @@ from .._inputs import BadLine
 from .._journal import Journal
 from .._lines import Lines
 from .._models import MessageType
+from .._off_loop import off_loop
 from .._templates import RowLists, Template, TemplateItems
 from .._variable_ids import VariablePool
 
@@ -176,7 +176,7 @@ def read_rows(stream: IO[bytes], fmt: str) -> RowLists:
         raise click.UsageError("--template reads CSV or JSONL rows")
 
     async def lists() -> AsyncIterator[list[Row]]:
-        while chunk := await asyncio.to_thread(next, chunks, None):
+        while chunk := await off_loop(next, chunks, None):
             yield chunk
 
     return RowLists(lists())
