@@ -50,7 +50,7 @@ def detect_format(path: str, first_bytes: bytes = b"") -> str:
         return "json"
     if lower.endswith(".csv"):
         return "csv"
-    head = first_bytes.lstrip()[:1]
+    head = first_bytes.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
     return {b"[": "json", b"{": "jsonl"}.get(head, "csv")
 
 

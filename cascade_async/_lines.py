@@ -10,21 +10,24 @@ blocking, so that it hands over what it has before it waits.
 from __future__ import annotations
 
 import codecs
+import io
 from collections import deque
-from collections.abc import Iterator
-from typing import IO, Final
+from collections.abc import Callable, Iterator
+from typing import IO, Any, Final
 
-__all__ = ["Lines", "read_text_chunk"]
+__all__ = ["Lines", "byte_reader", "read_text_chunk"]
 
 _READ: Final = 1 << 20
+_BOM: Final = codecs.BOM_UTF8
 
 
 class Lines(Iterator[bytes]):
     """The stream's lines, each without its ``\\n``; with ``universal``, split at ``\\n``,
-    ``\\r\\n`` or a lone ``\\r`` and each kept with its ending (what ``csv`` wants)."""
+    ``\\r\\n`` or a lone ``\\r`` and each kept with its ending (what ``csv`` wants). A UTF-8
+    byte order mark at the start of the stream is dropped."""
 
     def __init__(self, stream: IO[bytes], *, universal: bool = False) -> None:
-        self._read = getattr(stream, "read1", None) or stream.read
+        self._read = byte_reader(stream)
         self._universal = universal
         self._lines: deque[bytes] = deque()
         # The start of a line whose end has not come yet, in the pieces it came in: joined once,
@@ -32,6 +35,7 @@ class Lines(Iterator[bytes]):
         # one copy, not one per read.
         self._tail: list[bytes] = []
         self._eof = False
+        self._first = True  # no line made yet: the first drops a UTF-8 byte order mark
 
     def ready(self) -> bool:
         """Whether the next line (or the end) is known without another read."""
@@ -55,13 +59,18 @@ class Lines(Iterator[bytes]):
         return out
 
     def text(self) -> Iterator[str]:
-        """The lines decoded as UTF-8, a byte order mark at the start dropped."""
-        first = True
+        """The lines decoded as UTF-8 (the byte order mark at the start dropped, as for bytes)."""
         for raw in self:
-            yield raw.decode("utf-8-sig" if first else "utf-8")
-            first = False
+            yield raw.decode("utf-8")
 
     def _fill(self) -> None:
+        self._take_in()
+        if self._first and self._lines:
+            self._first = False
+            if self._lines[0].startswith(_BOM):  # Windows tools write one, even in JSONL
+                self._lines[0] = self._lines[0][len(_BOM) :]
+
+    def _take_in(self) -> None:
         data = self._read(_READ)
         tail = self._tail
         if not data:
@@ -93,9 +102,20 @@ class Lines(Iterator[bytes]):
                 tail.append(data[cut + 1 :])
 
 
+def byte_reader(stream: IO[bytes] | IO[str]) -> Callable[[int], bytes]:
+    """A read of at most n bytes that takes what the stream has: ``read1`` when it has one; a
+    line at a time, as UTF-8, from a text stream (``io.StringIO``, ``sys.stdin``), which the
+    JSONL reader has always taken although its type says bytes."""
+    if isinstance(stream, io.TextIOBase):
+        readline: Any = stream.readline
+        return lambda n: readline(n).encode("utf-8")
+    read: Callable[[int], bytes] = getattr(stream, "read1", None) or stream.read  # type: ignore[assignment]
+    return read
+
+
 def read_text_chunk(stream: IO[bytes], decoder: codecs.IncrementalDecoder) -> str | None:
     """What the stream has now (one read, as ``Lines``), decoded; None at the end."""
-    read = getattr(stream, "read1", None) or stream.read
+    read = byte_reader(stream)
     while data := read(1 << 16):
         if text := decoder.decode(data):
             return text  # else the read ended inside a character: read on

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cascade_async import BadLine, Message, read_csv, read_json_array, read_jsonl
+from cascade_async._inputs import detect_format
 from cascade_async._lines import Lines
 from cascade_async.cli._template_source import read_rows
 
@@ -65,6 +66,9 @@ async def collect(reader: Any, stream: Any) -> list[Any]:
 CASES = [
     # JSONL: a line with bytes that are not UTF-8 inside a string is one bad line; the rest go on.
     ("jsonl not UTF-8", read_jsonl, jl(0) + b"\n" + jl(1, "BAD") + b"\n" + jl(2) + b"\n", ["c0", ("bad", 2), "c2"]),
+    # A byte order mark (Windows tools write one) is no part of the first line, in JSONL too.
+    ("jsonl byte order mark", read_jsonl, BOM + jl(0) + b"\n" + jl(1) + b"\n", ["c0", "c1"]),
+    ("csv byte order mark", read_csv, BOM + HEAD + cv(0), ["c0"]),
     # CSV: the line holding the byte that does not decode is named (the header is line 1).
     ("csv not UTF-8", read_csv, HEAD + cv(0) + cv(1, b"h\xffi") + cv(2), ["c0", ("bad", 3)]),
     ("csv cut character at end", read_csv, HEAD + cv(0) + cv(1, b"h\xd0")[:-1], ["c0", ("bad", 3)]),
@@ -93,13 +97,16 @@ def test_a_json_array_that_is_not_utf8_is_a_bad_line_not_an_exception() -> None:
 
 
 ROWS = [
+    ("jsonl", BOM + jl(0) + b"\n" + jl(2) + b"\n", ["c0", "c2"]),
     ("jsonl", jl(0) + b"\n" + jl(1, "BAD") + b"\n" + jl(2) + b"\n", ["c0", ("bad", 2), "c2"]),
     ("csv", HEAD + cv(0) + cv(1, b"h\xffi") + cv(2), ["c0", ("bad", 3)]),
 ]
 
 
-@pytest.mark.parametrize(("fmt", "data", "expected"), ROWS, ids=[r[0] for r in ROWS])
-def test_template_rows_name_the_line_that_is_not_utf8(fmt: str, data: bytes, expected: list[Any]) -> None:
+@pytest.mark.parametrize(("fmt", "data", "expected"), ROWS, ids=["jsonl byte order mark", "jsonl", "csv"])
+def test_template_rows_drop_a_byte_order_mark_and_name_the_line_that_is_not_utf8(
+    fmt: str, data: bytes, expected: list[Any]
+) -> None:
     async def rows(stream: Any) -> list[Any]:
         return [r async for part in read_rows(stream, fmt).lists for r in part]
 
@@ -132,3 +139,22 @@ def test_a_line_over_thousands_of_reads_is_joined_once(universal: bool) -> None:
     first = next(lines)
     assert time.perf_counter() - start < 3
     assert len(first) == size + (2 if universal else 0)
+
+
+TEXT = [
+    (read_jsonl, jl(0).decode() + "\r\n" + jl(1).decode() + "\n"),
+    (read_csv, HEAD.decode() + cv(0).decode() + cv(1).decode()),
+    (read_json_array, "[" + jl(0).decode() + ",\n" + jl(1).decode() + "]"),
+]
+
+
+@pytest.mark.parametrize(("reader", "data"), TEXT, ids=["jsonl", "csv", "json array"])
+def test_a_text_stream_is_read_as_utf8_lines(reader: Any, data: str) -> None:
+    # read_jsonl(sys.stdin) or of an io.StringIO worked before readers took bytes with read1.
+    for stream in (io.StringIO(data), io.TextIOWrapper(io.BytesIO(BOM + data.encode()), encoding="utf-8")):
+        assert summary(asyncio.run(collect(reader, stream))) == ["c0", "c1"]
+
+
+@pytest.mark.parametrize(("head", "fmt"), [(BOM + b"[{", "json"), (BOM + b' {"id"', "jsonl"), (BOM + b"id,", "csv")])
+def test_stdin_with_a_byte_order_mark_is_still_told_apart(head: bytes, fmt: str) -> None:
+    assert detect_format("", head) == fmt
