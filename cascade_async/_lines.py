@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import codecs
 import io
+import os
+import stat
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import IO, Any, Final
@@ -28,6 +30,10 @@ class Lines(Iterator[bytes]):
 
     def __init__(self, stream: IO[bytes], *, universal: bool = False) -> None:
         self._read = byte_reader(stream)
+        #: A regular file (or bytes in memory) has its next line at hand even between reads: a
+        #: chunk of it ends at the chunk size, not at a read's end (a template's lists then stay
+        #: aligned with its batches).
+        self._never_waits = _never_waits(stream)
         self._universal = universal
         self._lines: deque[bytes] = deque()
         # The start of a line whose end has not come yet, in the pieces it came in: joined once,
@@ -39,7 +45,7 @@ class Lines(Iterator[bytes]):
 
     def ready(self) -> bool:
         """Whether the next line (or the end) is known without another read."""
-        return bool(self._lines) or self._eof
+        return self._never_waits or bool(self._lines) or self._eof
 
     def __next__(self) -> bytes:
         while not self._lines:
@@ -54,7 +60,7 @@ class Lines(Iterator[bytes]):
         out = []
         for line in self:
             out.append(line)
-            if len(out) >= most or not self._lines:
+            if len(out) >= most or not self.ready():
                 break
         return out
 
@@ -100,6 +106,15 @@ class Lines(Iterator[bytes]):
             self._lines.extend(data[:cut].split(b"\n"))
             if cut + 1 < len(data):
                 tail.append(data[cut + 1 :])
+
+
+def _never_waits(stream: object) -> bool:
+    if isinstance(stream, io.BytesIO):
+        return True
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # no descriptor: it may be a pipe's kind
+        return False
 
 
 def byte_reader(stream: IO[bytes] | IO[str]) -> Callable[[int], bytes]:

@@ -158,3 +158,26 @@ def test_a_text_stream_is_read_as_utf8_lines(reader: Any, data: str) -> None:
 @pytest.mark.parametrize(("head", "fmt"), [(BOM + b"[{", "json"), (BOM + b' {"id"', "jsonl"), (BOM + b"id,", "csv")])
 def test_stdin_with_a_byte_order_mark_is_still_told_apart(head: bytes, fmt: str) -> None:
     assert detect_format("", head) == fmt
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_a_files_template_rows_come_in_whole_batches_across_its_reads(tmp_path: Any, fmt: str) -> None:
+    # Over 1 MiB, so more than one read: a list cut at each read's end would leave short chunks
+    # that put every later chunk out of step with the batches (each then offered message by message).
+    from cascade_async import Template
+
+    path = tmp_path / f"rows.{fmt}"
+    rows = [{"toPhone": f"+38050{i:07d}", "name": f"Name {i}", "note": "x" * 40} for i in range(25_000)]
+    with open(path, "w", encoding="utf-8") as f:
+        if fmt == "csv":
+            f.write("toPhone,name,note\n" + "".join(f"{r['toPhone']},{r['name']},{r['note']}\n" for r in rows))
+        else:
+            f.write("".join(json.dumps(r) + "\n" for r in rows))
+    assert path.stat().st_size > 1 << 20
+
+    async def sizes(stream: Any) -> list[int]:
+        items = Template("Hi {name}").messages(read_rows(stream, fmt), from_name="Shop", message_type="transaction")
+        return [len(chunk) async for chunk, _ in items.blocks(1000)]
+
+    with open(path, "rb") as stream:
+        assert asyncio.run(sizes(stream)) == [1000] * 25
