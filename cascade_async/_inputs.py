@@ -184,14 +184,20 @@ async def _json_array_items(stream: IO[bytes]) -> AsyncIterator[Message | BadLin
     pos = 0
     line = 1
     eof = False
+    broken: UnicodeDecodeError | None = None  # met after the text in ``buf``
 
     async def more() -> bool:
-        nonlocal buf, pos, eof
+        nonlocal buf, pos, eof, broken
+        if broken is not None:  # the items before the byte that did not decode are read
+            raise _NotUtf8(line + buf.count("\n", pos), broken)
         try:
             chunk = None if eof else await off_loop(read_text_chunk, stream, text)
-        except UnicodeDecodeError as exc:  # name the line of the byte that did not decode
-            before = exc.object[: exc.start].count(b"\n") if isinstance(exc.object, bytes) else 0
-            raise _NotUtf8(line + buf.count("\n", pos) + before, exc) from None
+        except UnicodeDecodeError as exc:
+            # The text before that byte first (as a pipe's earlier reads would have given it).
+            broken = exc
+            chunk = exc.object[: exc.start].decode("utf-8") if isinstance(exc.object, bytes) else ""
+            if not chunk:
+                return await more()
         if not chunk:
             eof = True
             return False

@@ -89,8 +89,9 @@ def test_a_reader_names_the_line_it_cannot_read_whatever_the_reads(
 
 def test_a_json_array_that_is_not_utf8_is_a_bad_line_not_an_exception() -> None:
     data = b"[" + jl(0) + b",\n" + jl(1, "BAD") + b",\n" + jl(2) + b"]"
-    for stream in streams(data):
-        *_, last = asyncio.run(collect(read_json_array, stream))
+    for stream in streams(data):  # what comes before it is read, whatever the reads
+        first, last = asyncio.run(collect(read_json_array, stream))
+        assert first.id == "c0"
         assert isinstance(last, BadLine)
         assert last.line == 2
         assert "not UTF-8" in str(last.error)
