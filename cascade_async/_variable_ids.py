@@ -92,7 +92,9 @@ class VariablePool:
         if var is not None:
             return var
         ids = self._ids[kind]
-        vid = ids.get(value)
+        # Every id has its Variable here when the counts agree (the per-message path): then a
+        # value missing above has no id either, and the second lookup is saved.
+        vid = None if len(ids) == len(known) else ids.get(value)
         if vid is None:
             free = self._free
             vid = free[0]
@@ -107,8 +109,8 @@ class VariablePool:
         return var
 
     def new(self, kind: VariableType, value: str) -> Variable | None:
-        """A fresh id for a value not seen yet, as a ``Variable``; None when the block is spent."""
-        return None if self.new_id(kind, value) is None else self.get(kind, value)
+        """As ``get`` (a value seen already keeps its id), for callers of the earlier API."""
+        return self.get(kind, value)
 
     def ids(self, kind: VariableType) -> dict[str, int]:
         """The live map of value to id for ``kind`` (read it; ``new_id`` adds to it)."""
@@ -124,7 +126,8 @@ class VariablePool:
         return self._variables[kind]
 
     def new_id(self, kind: VariableType, value: str) -> int | None:
-        """A fresh id for a value not in ``ids(kind)``; None when the block is spent (``refill``).
+        """A fresh id for a value not in ``ids(kind)`` (only then: a value keeps its first id, and
+        the maps' order is what was handed out); None when the block is spent (``refill``).
 
         Raises ``ValidationError`` (field ``value``) for a value no variable of ``kind`` may hold.
         The generated row code does the same inline for the usual valid URL.
