@@ -83,7 +83,7 @@ async def main(mode: str, url: str, start: float, end: float, batch: int, sender
         options["rate_limit"] = RateLimit(
             redis_url=os.environ.get("CASCADE_REDIS_URL"),
             interactive_reserve=int(reserve) if reserve else None,
-            headroom=float(headroom) if headroom else 0.01,
+            headroom=float(headroom) if headroom else None,
         )
     async with CascadeClient(base_url=url, batch_size=batch, on_event=hook, **options) as client:
         await client.send(message(prefix + "warm", 0))  # connect, load the script: not measured

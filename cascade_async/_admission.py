@@ -78,9 +78,9 @@ class Admission:
             elif isinstance(item, Rejected):
                 return self._refuse(item.error, item)
             elif isinstance(item, Result):
-                if self.order is not None:
-                    self.order.append(item.tracking_id)
-                return item  # decided before admission (a journal's answer for a resumed job)
+                # Decided before admission (a journal's answer for a resumed job): its id still
+                # counts, so that the same id again is a repeat, not a second result for one id.
+                return duplicate(item.tracking_id) if self._repeated(item.tracking_id) else item
             else:
                 raise ValidationError(
                     f"input #{index} is a {type(item).__name__}, not a Message, a mapping or a template item",

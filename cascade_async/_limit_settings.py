@@ -87,9 +87,11 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     requests per second with a burst of 150. The provider counts requests, not messages;
     ``messages_per_second`` adds a second bucket in messages for accounts with such a cap.
 
-    ``headroom`` (default 1 %) is held back from both rates: requests reach the server with
-    a few milliseconds of jitter, and a client sending at exactly the limit would now and then
-    show it 101 or 102 requests in some one-second window and earn a 429.
+    ``headroom`` is held back from both rates: requests reach the server with some jitter, and
+    a client sending at exactly the limit would now and then show it 101 or 102 requests in
+    some one-second window and earn a 429. The default is 1 % for one process, and 2 % for a
+    shared limit, whose requests come from many processes and hosts with more jitter between
+    them (measured in the README's "Many processes, one account").
 
     ``interactive_reserve`` tokens of the request bucket are kept for interactive sends. The
     default, a tenth of the burst (15 of 150), costs bulk traffic nothing in sustained rate and
@@ -110,7 +112,7 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     burst: int | None = 150
     messages_per_second: float | None = None
     message_burst: int | None = None
-    headroom: float = 0.01
+    headroom: float | None = None
     redis_url: str | None = None
     key: str | None = None
     interactive_reserve: int | None = None
@@ -126,7 +128,7 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("messages_per_second must be positive")
         if self.message_burst is not None and self.message_burst < 1:
             raise ValueError("message_burst must be at least 1")
-        if not 0 <= self.headroom < 0.5:
+        if self.headroom is not None and not 0 <= self.headroom < 0.5:
             raise ValueError("headroom must be at least 0 and below 0.5")
         if self.interactive_reserve is not None and not 0 <= self.interactive_reserve < self.request_burst:
             raise ValueError(f"interactive_reserve must be at least 0 and below the burst ({self.request_burst})")
@@ -136,6 +138,13 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("redis_timeout must be positive")
         if self.key is not None and not self.key:
             raise ValueError("key must not be empty")
+
+    @property
+    def held_back(self) -> float:
+        """The share of each rate held back: ``headroom``, or its default for this limit."""
+        if self.headroom is not None:
+            return self.headroom
+        return 0.02 if self.redis_url else 0.01
 
     @property
     def request_burst(self) -> int:

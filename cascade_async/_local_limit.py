@@ -110,7 +110,7 @@ class Limiter:
     """
 
     def __init__(self, config: RateLimit, *, batch_size: int) -> None:
-        keep = 1.0 - config.headroom
+        keep = 1.0 - config.held_back
         self._requests = Bucket(config.requests_per_second * keep, config.request_burst)
         self._reserve = config.reserve
         self._messages: Bucket | None = None

@@ -57,7 +57,7 @@ class SharedLimiter:
         self._acquire_script = self._link.script(ACQUIRE)
         self._penalize_script = self._link.script(PENALIZE)
         self._release_script = self._link.script(RELEASE)
-        keep = 1.0 - config.headroom
+        keep = 1.0 - config.held_back
         mps = config.messages_per_second
         self._settings = [
             config.requests_per_second * keep,

@@ -269,7 +269,7 @@ def test_the_chunk_fast_path_accepts_exactly_what_the_full_checks_accept(chunk: 
         assert Message.from_dict(item).to_dict() == message.to_dict()
 
 
-_KINDS = ["dict", "Message", "invalid", "no id", "not a message", "too large"]
+_KINDS = ["dict", "Message", "invalid", "no id", "not a message", "too large", "Result"]
 
 
 def _input(kind: str, i: int) -> Any:
@@ -280,6 +280,7 @@ def _input(kind: str, i: int) -> Any:
         "no id": lambda: {"text": "no id"},
         "not a message": lambda: 42,
         "too large": lambda: msg(i, text="x" * 5000),
+        "Result": lambda: Result(tracking_id=msg(i)["id"], status=Status.ACCEPTED, message_id=f"earlier-{i}"),
     }[kind]()
 
 
@@ -298,7 +299,15 @@ def test_send_many_reports_each_input_id_once_in_input_order_and_every_repeat_as
     expected: list[str] = []
     repeats = 0
     for position, item in enumerate(inputs, 1):
-        tid = item.id if isinstance(item, Message) else item.get("id") if isinstance(item, dict) else None
+        tid = (
+            item.id
+            if isinstance(item, Message)
+            else item.tracking_id
+            if isinstance(item, Result)
+            else item.get("id")
+            if isinstance(item, dict)
+            else None
+        )
         tid = tid or f"<input #{position}>"
         if tid in expected:
             repeats += 1

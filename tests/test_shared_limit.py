@@ -327,6 +327,26 @@ async def test_a_differently_configured_process_warns_and_the_stricter_setting_w
         await b.aclose()
 
 
+@pytest.mark.parametrize(("headroom", "stored_rate"), [(None, 98.0), (0.01, 99.0), (0.0, 100.0)])
+async def test_a_shared_limit_holds_back_two_percent_unless_told_otherwise(
+    server: RedisServer, secret: str, client: aioredis.Redis, headroom: float | None, stored_rate: float
+) -> None:
+    limiter = shared(server.url, secret, requests_per_second=100, burst=150, headroom=headroom)
+    try:
+        await limiter.acquire(1)
+        stored = await client.hgetall(credential_key(secret))  # type: ignore[misc]
+        assert float(stored["rate"]) == pytest.approx(stored_rate)
+    finally:
+        await limiter.aclose()
+
+
+def test_one_process_holds_back_one_percent_and_a_shared_limit_two_by_default() -> None:
+    assert RateLimit().held_back == 0.01
+    assert RateLimit(redis_url="redis://localhost:6379/0").held_back == 0.02
+    assert RateLimit(redis_url="redis://localhost:6379/0", headroom=0.05).held_back == 0.05
+    assert RateLimit(headroom=0).held_back == 0
+
+
 def test_a_missing_server_skips_locally_but_fails_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     from . import redis_support
 
