@@ -1,14 +1,15 @@
 """Reading message files lazily: JSONL, a JSON array, or CSV, each item with its line number.
 
 A file is never loaded whole: blocking reads happen in a worker thread in chunks, so the
-event loop stays free for sending while a 10-million-line file is read.
+event loop stays free for sending while a 10-million-line file is read. A chunk holds what the
+stream has at hand (``_lines``): a slow pipe's lines go on as they come.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
-import io
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +18,7 @@ from typing import IO, Any, Final
 import msgspec
 
 from ._errors import ErrorCode, ValidationError
+from ._lines import Lines, read_text_chunk
 from ._models import Message
 
 __all__ = ["BadLine", "detect_format", "read_csv", "read_json_array", "read_jsonl", "read_messages"]
@@ -101,7 +103,8 @@ async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | 
     """Yield every item of ``stream`` as a Message or a BadLine with its line number."""
     if fmt == "jsonl":
         line = 0
-        while chunk := await asyncio.to_thread(_read_lines, stream):
+        lines = Lines(stream)
+        while chunk := await asyncio.to_thread(lines.take, _CHUNK_LINES):
             for raw in chunk:
                 line += 1
                 item = parse_jsonl_line(raw, line)
@@ -117,24 +120,14 @@ async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | 
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-def _read_lines(stream: IO[bytes]) -> list[bytes]:
-    lines = []
-    for _ in range(_CHUNK_LINES):
-        raw = stream.readline()
-        if not raw:
-            break
-        lines.append(raw)
-    return lines
-
-
 async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    reader = csv.DictReader(text)
+    lines = Lines(stream, universal=True)
+    reader = csv.DictReader(lines.text())
     rows: Iterator[dict[str, str | None]] = iter(reader)
 
     def next_rows() -> list[tuple[int, dict[str, str | None]] | tuple[int, Exception]]:
         out: list[tuple[int, dict[str, str | None]] | tuple[int, Exception]] = []
-        for _ in range(_CHUNK_LINES):
+        while len(out) < _CHUNK_LINES and not (out and not lines.ready()):  # hand over before waiting
             try:
                 row = next(rows)
             except StopIteration:
@@ -161,7 +154,7 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
 async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
     """An incremental reader for one top-level JSON array of objects."""
     decoder = json.JSONDecoder()
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig")
+    text = codecs.getincrementaldecoder("utf-8-sig")()
     buf = ""
     pos = 0
     line = 1
@@ -169,7 +162,7 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
 
     async def more() -> bool:
         nonlocal buf, pos, eof
-        chunk = "" if eof else await asyncio.to_thread(text.read, 1 << 16)
+        chunk = None if eof else await asyncio.to_thread(read_text_chunk, stream, text)
         if not chunk:
             eof = True
             return False
@@ -208,8 +201,8 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
                 continue
             yield _bad(line, ValueError(f"not valid JSON ({exc.msg}); the rest of the file was not read"))
             return
-        if end == len(buf) and await more():
-            continue  # a number or literal may go on in the next chunk
+        if end == len(buf) and buf[end - 1] not in "}]" and await more():
+            continue  # a number or literal may go on in the next chunk (an object cannot)
         item_line = line
         line += buf.count("\n", pos, end)
         pos = end

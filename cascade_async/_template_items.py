@@ -65,6 +65,9 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         pool = job.pool
         render, render_many = compile_rows(job)
         pending = self.held  # rendered, not handed out yet
+        # A reader's lists end where its input paused (or at its chunk size): what came is
+        # handed on then, for the engine's linger to send, instead of waiting for a full chunk.
+        whole_lists = isinstance(self._rows, RowLists)
         n = 0
         async for rows in _row_lists(self._rows, size):
             # The whole list first: no row taken from the source waits unrendered across a yield,
@@ -80,7 +83,7 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                         await _refill(job)
                         item = render(rows[i - 1], n)
                     pending.append(item)
-            while len(pending) >= size:
+            while len(pending) >= size or (whole_lists and pending):
                 # A list's new variables go with its first chunk (sooner than its later chunks
                 # need them, never later); the rows left in ``held`` keep theirs in the pool.
                 fresh = pool.take_fresh() if blocks and pool is not None else None

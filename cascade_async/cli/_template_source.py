@@ -17,7 +17,6 @@ import asyncio
 import csv
 import dataclasses
 import datetime as _dt
-import io
 import json
 import os
 import pathlib
@@ -30,6 +29,7 @@ import msgspec
 from .._errors import ErrorCode, JournalError, ValidationError
 from .._inputs import BadLine
 from .._journal import Journal
+from .._lines import Lines
 from .._models import MessageType
 from .._templates import RowLists, Template, TemplateItems
 from .._variable_ids import VariablePool
@@ -188,7 +188,8 @@ def _unreadable(line: int, problem: str) -> BadLine:
 
 
 def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
-    reader = csv.DictReader(io.TextIOWrapper(stream, encoding="utf-8-sig", newline=""))
+    lines = Lines(stream, universal=True)
+    reader = csv.DictReader(lines.text())
     chunk: list[Row] = []
     try:
         for row in reader:
@@ -196,7 +197,7 @@ def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
                 chunk.append(_unreadable(reader.line_num, "row has more cells than the header"))
             else:
                 chunk.append(row)
-            if len(chunk) >= _CHUNK:
+            if len(chunk) >= _CHUNK or not lines.ready():  # hand over what came before waiting
                 yield chunk
                 chunk = []
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -207,16 +208,16 @@ def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
 
 def _jsonl_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
     chunk: list[Row] = []
-    for line, raw in enumerate(stream, 1):
-        if not raw.strip():
-            continue
-        try:
-            row = msgspec.json.decode(raw)
-        except msgspec.DecodeError as exc:
-            chunk.append(_unreadable(line, f"not valid JSON: {exc}"))
-        else:
-            chunk.append(row if isinstance(row, dict) else _unreadable(line, "a row must be a JSON object"))
-        if len(chunk) >= _CHUNK:
+    lines = Lines(stream)
+    for line, raw in enumerate(lines, 1):
+        if raw.strip():
+            try:
+                row = msgspec.json.decode(raw)
+            except msgspec.DecodeError as exc:
+                chunk.append(_unreadable(line, f"not valid JSON: {exc}"))
+            else:
+                chunk.append(row if isinstance(row, dict) else _unreadable(line, "a row must be a JSON object"))
+        if chunk and (len(chunk) >= _CHUNK or not lines.ready()):
             yield chunk
             chunk = []
     if chunk:
