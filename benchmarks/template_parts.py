@@ -4,6 +4,10 @@ The parts of ``benchmarks/templates.py``'s overhead, each alone (CPU µs per mes
 
   render (client only | 100 links | new link)
                         ``Template.messages(rows).chunks(1000)`` consumed: rows to items, no engine
+                        (each templated item a ``Personalised`` with its ``Variable``)
+  render blocks (100 links | new link)
+                        ``Template.messages(rows).blocks(1000)`` consumed, as ``client.stream()``
+                        reads a template: wire dicts, and each chunk's new ids and values
   new Variable          ``Variable(id, SHORT_URL, url)`` for a new URL: its checks and the struct
   engine: templated items, 100 links | new link
                         ``client.stream()`` of ready-made ``Personalised`` items minus the same wire
@@ -50,6 +54,15 @@ def rendered(template: Template, data: list[dict[str, str]]) -> list[Any]:
     return asyncio.run(go())
 
 
+def in_blocks(template: Template, data: list[dict[str, str]]) -> None:
+    async def go() -> None:
+        items = template.messages(data, from_name="Shop", message_type="promo", id_prefix="job")
+        async for _ in items.blocks(1000):
+            pass
+
+    asyncio.run(go())
+
+
 def run(n: int, repeats: int) -> dict[str, float]:
     out: dict[str, float] = {}
     client, link = Template(CLIENT_ONLY), Template(WITH_LINK)
@@ -59,6 +72,9 @@ def run(n: int, repeats: int) -> dict[str, float]:
         ("render new link", link, rows(n)),
     ]:
         out[label] = median_us(lambda t=template, d=data: rendered(t, d), n, repeats)  # type: ignore[misc]
+    if hasattr(Template.messages(link, [], from_name="S", message_type="promo"), "blocks"):  # newer versions
+        for label, data in [("render blocks 100 links", rows(n, 100)), ("render blocks new link", rows(n))]:
+            out[label] = median_us(lambda d=data: in_blocks(link, d), n, repeats)  # type: ignore[misc]
     urls = [f"https://shop.example/track/{i}" for i in range(n)]
     kind = VariableType.SHORT_URL
     out["new Variable"] = median_us(lambda: [Variable(i, kind, u) for i, u in enumerate(urls, 1)], n, repeats)

@@ -21,6 +21,7 @@ from ._inputs import BadLine
 from ._models import Message, Result, Status, failure
 from ._sending import BatchSender
 from ._templates import Personalised, Rejected, TemplateItems
+from ._upload_blocks import BlockUploads
 from ._uploads import Uploads
 from ._variables import Variable
 
@@ -55,7 +56,7 @@ class Reader:
         self._before_upload = before_upload
         self._on_rejected = on_rejected
         self.admission = Admission(dedupe=dedupe, max_bytes=max_batch_bytes, on_variables=self._need_variables)
-        self.uploads: Uploads | None = None  # made at the first templated message
+        self.uploads: Uploads | BlockUploads | None = None  # made at the first templated message
         #: The input's own failure, raised to the consumer after everything read before it.
         self.source_error: BaseException | None = None
         self._rejected: list[Result] = []
@@ -92,7 +93,7 @@ class Reader:
         try:
             async for chunk, fresh in source.blocks(self._batch_size):
                 if fresh:  # the chunk's new variables, before any of its messages is batched
-                    self._uploads().add(fresh)
+                    self._block_uploads().add(fresh)
                 rows = iter(chunk)
                 try:
                     await self._read_chunks(rows)
@@ -106,7 +107,7 @@ class Reader:
             # The rows failed: those of the chunk it cut short were read, so they go out first.
             held, fresh = source.take_held()
             if fresh:
-                self._uploads().add(fresh)
+                self._block_uploads().add(fresh)
             rows = iter(held)
             try:
                 await self._read_chunks(rows)
@@ -148,6 +149,13 @@ class Reader:
     def _uploads(self) -> Uploads:
         if self.uploads is None:
             self.uploads = Uploads(self._sender, linger=self._linger, before_upload=self._before_upload)
+        assert isinstance(self.uploads, Uploads)  # a stream's items are a template's blocks or not
+        return self.uploads
+
+    def _block_uploads(self) -> BlockUploads:
+        if self.uploads is None:
+            self.uploads = BlockUploads(self._sender, linger=self._linger, before_upload=self._before_upload)
+        assert isinstance(self.uploads, BlockUploads)
         return self.uploads
 
     def _input_failed(self, error: Exception, cause: BaseException | None) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeAlias
 
 from ._template_rows import Job, Personalised, TemplateItem, duplicate, render_checked
-from ._variables import VariableType
+from ._variables import GOOD_URL_STARTS, VariableType
 
 __all__ = ["ManyRenderer", "Renderer", "compile_renderer", "compile_rows"]
 
@@ -62,7 +62,10 @@ def compile_rows(job: Job) -> tuple[Renderer, ManyRenderer]:
         "from_name": job.from_name,
         "message_type": job.message_type,
         "extra": job.extra,
-        "new": pool.new if pool is not None else None,
+        # In blocks, a value's id is all the row needs; otherwise its Variable goes with the item.
+        "new": None if pool is None else pool.new_id if job.blocks else pool.get,
+        "free": pool.free_ids() if pool is not None else None,
+        "good": GOOD_URL_STARTS,
     }
     count = len(fields)
     checks = ["f0.strip()"]
@@ -80,15 +83,10 @@ def compile_rows(job: Job) -> tuple[Renderer, ManyRenderer]:
         if kind is not None:  # the pool checks the value when it gives it an id
             assert pool is not None
             var = f"v{len(slots)}"
-            names[f"k{len(slots)}"], names[f"K{len(slots)}"] = pool.known(kind), kind
-            lookups += [
-                f"{var} = k{len(slots)}.get({value})",
-                f"if {var} is None:",
-                f"    {var} = new(K{len(slots)}, {value})",
-                f"    if {var} is None:",
-                "        return SPENT",
-            ]
-            parts.append(f"%{kind.value}={{{var}.id}}%")
+            known = pool.ids(kind) if job.blocks else pool.variables(kind)
+            names[f"k{len(slots)}"], names[f"K{len(slots)}"] = known, kind
+            lookups += _lookup(var, len(slots), value, inline=job.blocks)
+            parts.append(f"%{kind.value}={{{var}}}%" if job.blocks else f"%{kind.value}={{{var}.id}}%")
             slots.append(var)
             continue
         checks += [f"{value}.strip()", f"'%' not in {value}"]
@@ -156,6 +154,31 @@ def compile_rows(job: Job) -> tuple[Renderer, ManyRenderer]:
     )
     exec(source, names)
     return names["render"], names["render_many"]
+
+
+def _lookup(var: str, slot: int, value: str, *, inline: bool) -> list[str]:
+    """The lines that set ``var`` to the id (inline) or the Variable of the row's ``value``.
+
+    Inline, a new value's id is taken as ``pool.new_id`` would for the usual valid URL (the same
+    quick checks as ``url_ok``, the start among those seen valid): a call saved per new value.
+    Anything else goes to ``new`` (``pool.new_id``, or ``pool.get``), which checks it in full.
+    """
+    lines = [f"{var} = k{slot}.get({value})", f"if {var} is None:"]
+    if inline:
+        quick = f"'%' not in {value} and ' ' not in {value} and {value}.isprintable() and {value}.startswith(good[0])"
+        lines += [
+            f"    {var} = free[0]",
+            f"    if {var} < free[1] and {quick}:",
+            f"        k{slot}[{value}] = {var}",
+            f"        free[0] = {var} + 1",
+            "    else:",
+            f"        {var} = new(K{slot}, {value})",
+            f"        if {var} is None:",
+            "            return SPENT",
+        ]
+    else:
+        lines += [f"    {var} = new(K{slot}, {value})", f"    if {var} is None:", "        return SPENT"]
+    return lines
 
 
 def _done_in_loop(line: str) -> str:

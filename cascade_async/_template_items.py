@@ -9,13 +9,13 @@ from typing import Any, TypeAlias
 from ._inputs import BadLine
 from ._template_codegen import compile_renderer, compile_rows
 from ._template_rows import Job, TemplateItem
-from ._variables import Variable
+from ._variables import VariableRun
 
 __all__ = ["RowLists", "Rows", "TemplateItems"]
 
 #: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
 Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
-_Chunk: TypeAlias = tuple[list[TemplateItem], list[Variable] | None]
+_Chunk: TypeAlias = tuple[list[TemplateItem], list[VariableRun] | None]
 
 
 class TemplateItems(AsyncIterator[TemplateItem]):
@@ -45,8 +45,9 @@ class TemplateItems(AsyncIterator[TemplateItem]):
             yield chunk
 
     async def blocks(self, size: int) -> AsyncIterator[_Chunk]:
-        """As ``chunks``, each list with the variables first used in it (None: none are, as each
-        message is then a ``Personalised`` item that carries its own).
+        """As ``chunks``, each list with the variables first used in it, as ``VariableRun`` lists
+        of ids and values (None: none are, as each message is then a ``Personalised`` item that
+        carries its own).
 
         The messages of a list need its variables and those of the lists before it, and no
         others, so the engine uploads a list's variables before any batch holding its messages

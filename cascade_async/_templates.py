@@ -29,9 +29,11 @@ good becomes a REJECTED result carrying the upload's error. Uploading the same i
 value twice is harmless, so a resumed job may re-upload. Two ways, one protocol:
 
 - ``client.stream(items)`` reads the items in chunks (``TemplateItems.blocks``) and gets, with each
-  chunk, the variables first used in it, straight from the pool that allocated them. A message of
-  chunk k needs chunk k's variables or earlier ones, so every batch that leaves waits for the blocks
-  handed over before it: plain wire dicts, no work per message. That needs a fresh pool (then
+  chunk, the values first used in it and their ids (``VariableRun`` lists, no ``Variable`` per
+  value), straight from the pool that allocated them; their uploads are encoded in one go
+  (``BlockUploads``). A message of chunk k needs chunk k's variables or earlier ones, so every batch
+  that leaves waits for the blocks handed over before it: plain wire dicts, no work per message.
+  That needs a fresh pool (then
   every id the pool hands out is in a block); otherwise, and when the items are iterated one by one
   (a journal, the dry run, a hand-made list), a templated message is a ``Personalised`` item that
   carries its variables, and the engine tracks them per message (slower, same promises).

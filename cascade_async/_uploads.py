@@ -1,11 +1,10 @@
 """Uploading message variables (``POST /api/items``) before the messages that use them.
 
 ``upload_variables`` is the plain call behind ``client.upload_variables``. ``Uploads`` does it for a
-templated stream, told of its variables one of two ways: a template's new variables a chunk at a
-time (``add``, before the chunk's messages are admitted: each batch then waits for every block added
-before it, and nothing is kept per message), or each ``Personalised`` message's own (admission
-``register``s them). Each batch task ``await``s ``ensure(batch)`` before its request, so no message
-leaves before its variables are at the provider. The rules:
+stream of ``Personalised`` messages, each with its own variables (admission ``register``s them); a
+template read in chunks hands its new variables over in blocks instead (``BlockUploads``, in
+``_upload_blocks``, same rules). Each batch task ``await``s ``ensure(batch)`` before its request, so
+no message leaves before its variables are at the provider. The rules:
 
 - An id is uploaded once per stream; a block of up to 1000 new values is one request, shared by
   every batch that needs one of its values (they wait on the same future).
@@ -14,13 +13,10 @@ leaves before its variables are at the provider. The rules:
   upload requests stays at one per 1000 distinct values while the input keeps coming and the
   in-flight window (``max_in_flight`` x ``batch_size``) holds 1000 messages (the defaults hold
   4000); a trickle of values, or a smaller window, waits at most ``linger`` per upload.
-- With blocks, "the values a batch needs" are every value added before it: its own chunk's block and
-  earlier ones, and maybe the next chunks' too (a batch that needs none of those may wait up to
-  ``linger`` for them; with a steady input it rarely does, as they are then the next upload anyway).
 - An upload that fails for good (after the client's retries) settles every message that references
-  one of its ids (its variables; with blocks, a placeholder in its text) without sending it: REJECTED
-  with the upload's error when it is permanent (a 4xx), FAILED otherwise (certainly not sent, so a
-  resumed job sends it again). No other message is held back by it.
+  one of its ids without sending it: REJECTED with the upload's error when it is permanent (a 4xx),
+  FAILED otherwise (certainly not sent, so a resumed job sends it again). No other message is held
+  back by it.
 - ``before_upload`` (a journal's hook) runs before each request with the variables it carries.
 """
 
@@ -42,9 +38,9 @@ from ._outcomes import StopCall
 from ._plain_requests import post_body
 from ._sending import BatchSender
 from ._statuses import Verdict, classify
-from ._variables import PLACEHOLDER, UPLOAD_BATCH, Variable, placeholder_id, variable_batches
+from ._variables import UPLOAD_BATCH, Variable, variable_batches
 
-__all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "upload_variables"]
+__all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "refusal", "upload_variables"]
 
 logger = logging.getLogger("cascade_async")
 
@@ -117,7 +113,6 @@ class Uploads:
         self._seen: set[int] = set()
         self._waiters: list[asyncio.Future[None]] = []
         self._closed = False  # no more registrations: the input ended
-        self._blockwise = False  # variables come in blocks (``add``), not per message
         self.requests = 0
 
     def register(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
@@ -141,15 +136,6 @@ class Uploads:
         if len(self._pending) >= self._block:
             self._wake()
 
-    def add(self, variables: Sequence[Variable]) -> None:
-        """A template chunk's new variables, before its messages are admitted: every batch that
-        leaves from now on waits for them (and for any earlier ones), see ``ensure``. Their ids
-        are new to the stream (the template's pool hands each out once)."""
-        self._blockwise = True
-        self._pending.update(zip(map(_var_id, variables), variables, strict=True))
-        if len(self._pending) >= self._block:
-            self._wake()
-
     def close(self) -> None:
         """The input ended: whatever is pending may go now."""
         self._closed = True
@@ -163,20 +149,9 @@ class Uploads:
 
     async def ensure(self, batch: Sequence[Message]) -> tuple[Sequence[Message], list[Result]]:
         """Wait until every variable of ``batch`` is uploaded: the messages that may go now, and
-        the results of those whose variables failed to upload.
-
-        With blocks (``add``), the batch waits for every variable added before it: its messages
-        were admitted after their chunk's block, so that covers them, at no cost per message.
-        """
-        of_messages: list[tuple[Variable, ...]] | None = None
-        if self._blockwise:
-            if not self._pending and not self._inflight:  # all added so far are settled
-                return self._refuse_failed(batch) if self._failed else (batch, [])
-            wanted = set(self._pending)
-            wanted.update(self._inflight)
-        else:
-            of_messages = list(map(self._needs.pop, map(id, batch), itertools.repeat(())))
-            wanted = set(map(_var_id, itertools.chain.from_iterable(of_messages)))
+        the results of those whose variables failed to upload."""
+        of_messages = list(map(self._needs.pop, map(id, batch), itertools.repeat(())))
+        wanted = set(map(_var_id, itertools.chain.from_iterable(of_messages)))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._linger
         while True:
@@ -200,8 +175,6 @@ class Uploads:
                 if waiter in self._waiters:  # not woken meanwhile
                     self._waiters.remove(waiter)
         failed = self._failed
-        if of_messages is None:
-            return self._refuse_failed(batch) if failed else (batch, [])
         if not failed or failed.keys().isdisjoint(wanted):
             return batch, []
         ok: list[Message] = []
@@ -211,26 +184,8 @@ class Uploads:
             if err is None:
                 ok.append(m)
             else:
-                refused.append(_refusal(m.id, err))
+                refused.append(refusal(m.id, err))
         return ok, refused
-
-    def _refuse_failed(self, batch: Sequence[Message]) -> tuple[Sequence[Message], list[Result]]:
-        """With blocks: the messages whose text references no variable that failed to upload,
-        and the refusals of the others (read from their placeholders: only after a failure)."""
-        failed = self._failed
-        ok: list[Message] = []
-        refused: list[Result] = []
-        for m in batch:
-            err = None
-            for text in (m.text, m.fallback.text if m.fallback is not None else None):
-                if text and "%" in text:
-                    ids = (placeholder_id(p.group(2)) for p in PLACEHOLDER.finditer(text))
-                    err = next((failed[vid] for vid in ids if vid in failed), err)
-            if err is None:
-                ok.append(m)
-            else:
-                refused.append(_refusal(m.id, err))
-        return (batch, []) if not refused else (ok, refused)
 
     async def _upload_next(self) -> None:
         """Upload the oldest pending values (up to one block) in this task; others wait on it."""
@@ -260,7 +215,7 @@ class Uploads:
             done.set_result(None)
 
 
-def _refusal(tid: str, upload_error: CascadeError) -> Result:
+def refusal(tid: str, upload_error: CascadeError) -> Result:
     own = upload_error.for_message(tid)
     own.message = f"its variables could not be uploaded: {upload_error.message}"
     own.args = (str(own),)

@@ -1,147 +1,52 @@
-"""Variable ids that do not collide between jobs, and that a resumed job gets back.
+"""The variable ids of one job: the same value gets the same id, and a resumed job gets them back.
 
-The provider substitutes values at delivery, so if two jobs on one account used the same id, a
-message still waiting (a scheduled one, say) would pick up the other job's value. Ids therefore come
-in blocks from an ``IdAllocator``:
+Ids come in blocks from an ``IdAllocator`` (``_id_allocators``: Redis ``INCRBY`` or a random range
+per job, and the residual risk of a collision between jobs).
 
-- ``RedisIdAllocator``: ``INCRBY`` on one key shared by every sender of the account. Blocks never
-  overlap while everyone uses the same key; ids count up from 1.
-- ``LocalIdAllocator``: without Redis, each job takes ids upwards from a random base drawn from
-  ``[2**32, 2**48)`` (``secrets``). Small ids stay free for the Redis counter and for ids chosen by
-  hand. Residual risk: two jobs collide only if their ranges overlap, with probability about
-  ``(n1 + n2) / 2**48`` for jobs using n1 and n2 ids: about 1 in 1.4 billion for two jobs of 100,000
-  ids each. It grows with the square of the number of jobs whose values are still pending at the
-  provider, and assumes the provider accepts ids up to 2**48, which it does not document (if it
-  does not, pass a smaller ``low``/``high``, and the risk grows in proportion).
-
-``VariablePool`` gives the same ``(type, value)`` the same ``Variable`` within a job, and its
-``snapshot()`` is a plain JSON-able dict for the journal. ``VariablePool.restore(snapshot)`` gives
-a resumed job the same ids for the same values, and new ids only from beyond what was handed out.
-The pool holds one entry per distinct value (about 200 bytes each).
+``VariablePool`` keeps, per variable type, one map of value to id, in the order the ids were handed
+out: nothing else per value (an int and the map's entry, about 100 bytes with the value itself kept
+by the caller's row anyway). What was handed out since some point is the tail of those maps, so the
+new values of a template chunk (``take_fresh``) and of a journal record (``changes``) are read from
+there in bulk, as ``VariableRun`` lists. ``Variable`` objects are made only for the per-message path
+(``get``; cached there, as it asks for the same value again and again). ``snapshot()`` is a plain
+JSON-able dict for the journal; ``VariablePool.restore(snapshot)`` gives a resumed job the same ids
+for the same values, and new ids only from beyond what was handed out.
 """
 
 from __future__ import annotations
 
-import asyncio
-import secrets
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any, Final
 
-from ._errors import TransportError
-from ._variables import MAX_VARIABLE_ID, UPLOAD_BATCH, Variable, VariableType
+from ._errors import ValidationError
+from ._id_allocators import (
+    DEFAULT_REDIS_KEY,
+    LOCAL_HIGH,
+    LOCAL_LOW,
+    LOCAL_SPAN,
+    IdAllocator,
+    IncrBy,
+    LocalIdAllocator,
+    RedisIdAllocator,
+    allocator_from_state,
+)
+from ._variables import UPLOAD_BATCH, Variable, VariableRun, VariableType, url_ok, value_problem
 
-__all__ = ["IdAllocator", "LocalIdAllocator", "RedisIdAllocator", "VariablePool", "allocator_from_state"]
+__all__ = [
+    "DEFAULT_REDIS_KEY",
+    "LOCAL_HIGH",
+    "LOCAL_LOW",
+    "LOCAL_SPAN",
+    "IdAllocator",
+    "LocalIdAllocator",
+    "RedisIdAllocator",
+    "VariablePool",
+    "allocator_from_state",
+]
 
-LOCAL_LOW: Final = 2**32
-LOCAL_HIGH: Final = 2**48
-#: How many ids one local job may hand out; it bounds where the random base may start.
-LOCAL_SPAN: Final = 2**32
-DEFAULT_REDIS_KEY: Final = "cascade-async:variable-ids"
 _STATE_VERSION: Final = 1
-
-
-class IdAllocator(Protocol):
-    """Hands out blocks of ids no other job will get."""
-
-    async def allocate(self, count: int) -> range:
-        """``count`` fresh consecutive ids."""
-        ...
-
-    def state(self) -> dict[str, Any]:
-        """A JSON-able dict ``allocator_from_state`` turns back into an equivalent allocator."""
-        ...
-
-
-class LocalIdAllocator:
-    """Ids from a random range chosen per job (see the module docstring for the residual risk)."""
-
-    def __init__(
-        self,
-        base: int | None = None,
-        *,
-        next_id: int | None = None,
-        end: int | None = None,
-        low: int = LOCAL_LOW,
-        high: int = LOCAL_HIGH,
-    ) -> None:
-        if not 1 <= low < high <= MAX_VARIABLE_ID + 1:
-            raise ValueError(f"need 1 <= low < high <= {MAX_VARIABLE_ID + 1}")
-        span = min(LOCAL_SPAN, (high - low) // 2)
-        if base is None:
-            base = low + secrets.randbelow(high - low - span)
-        self._base = base
-        self._next = base if next_id is None else next_id
-        self._end = min(base + span, high) if end is None else end
-        if not 1 <= base <= self._next <= self._end <= MAX_VARIABLE_ID + 1:
-            raise ValueError("need 1 <= base <= next_id <= end")
-
-    async def allocate(self, count: int) -> range:
-        if count < 1:
-            raise ValueError(f"count must be positive, got {count}")
-        if self._next + count > self._end:
-            raise OverflowError(f"this job's id range is used up ({self._end - self._base} ids)")
-        block = range(self._next, self._next + count)
-        self._next += count
-        return block
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": "local", "base": self._base, "next": self._next, "end": self._end}
-
-
-class _IncrBy(Protocol):
-    # The one redis.asyncio.Redis method used.
-    def incrby(self, name: str, amount: int = ...) -> Awaitable[int]: ...
-
-
-class RedisIdAllocator:
-    """Blocks from ``INCRBY key count`` on a Redis shared by every sender of the account.
-
-    Redis keeps the state, so ``state()`` only names the key. A call that does not finish within
-    ``timeout`` seconds raises ``TransportError``: no ids are guessed when Redis is down.
-    """
-
-    def __init__(self, redis: _IncrBy, *, key: str = DEFAULT_REDIS_KEY, timeout: float = 5.0) -> None:
-        self._redis = redis
-        self.key = key
-        self._timeout = timeout
-
-    @classmethod
-    def from_url(cls, url: str, *, key: str = DEFAULT_REDIS_KEY, timeout: float = 5.0) -> RedisIdAllocator:
-        """Connect lazily with redis-py (``pip install redis``); nothing is imported until called."""
-        try:
-            import redis.asyncio  # type: ignore[import-not-found, unused-ignore]
-        except ImportError as exc:
-            raise ImportError("RedisIdAllocator.from_url needs redis-py 5 or later: pip install 'redis>=5'") from exc
-
-        client: _IncrBy = redis.asyncio.Redis.from_url(url)
-        return cls(client, key=key, timeout=timeout)
-
-    async def allocate(self, count: int) -> range:
-        if count < 1:
-            raise ValueError(f"count must be positive, got {count}")
-        try:
-            top = await asyncio.wait_for(self._redis.incrby(self.key, count), self._timeout)
-        except Exception as exc:  # redis-py's errors do not derive from the builtin ones
-            raise TransportError(f"could not allocate variable ids from Redis key {self.key!r}: {exc!r}") from exc
-        top = int(top)
-        if top > MAX_VARIABLE_ID:
-            raise OverflowError(f"Redis key {self.key!r} is past the largest variable id")
-        return range(top - count + 1, top + 1)
-
-    def state(self) -> dict[str, Any]:
-        return {"kind": "redis", "key": self.key}
-
-
-def allocator_from_state(state: dict[str, Any], *, redis: _IncrBy | None = None) -> IdAllocator:
-    """The allocator a snapshot describes; a Redis one needs the ``redis`` client to use."""
-    kind = state.get("kind")
-    if kind == "local":
-        return LocalIdAllocator(state["base"], next_id=state["next"], end=state["end"])
-    if kind == "redis":
-        if redis is None:
-            raise ValueError("this job allocated its ids through Redis: pass the redis client to resume it")
-        return RedisIdAllocator(redis, key=state["key"])
-    raise ValueError(f"unknown id allocator state {kind!r}")
+_NAME: Final = VariableType.NAME
 
 
 class VariablePool:
@@ -162,65 +67,118 @@ class VariablePool:
             raise ValueError(f"block_size must be positive, got {block_size}")
         self.allocator: IdAllocator = allocator if allocator is not None else LocalIdAllocator()
         self._block_size = block_size
-        self._next = self._stop = 0  # the unused part of the current block
-        self._known: dict[VariableType, dict[str, Variable]] = {t: {} for t in VariableType}
+        #: The unused part of the current block, [next, stop) (a list: generated code takes ids).
+        self._free = [0, 0]
+        #: Per type, value -> id, in the order handed out (never removed: the tails below rely on it).
+        self._ids: dict[VariableType, dict[str, int]] = {t: {} for t in VariableType}
+        self._variables: dict[VariableType, dict[str, Variable]] = {t: {} for t in VariableType}
         #: Called after each new block is taken, before any of its ids is handed out: the moment
         #: to persist ``changes()`` (a journal's hook).
         self.on_block = on_block
-        self._unsaved: list[Variable] = []  # assignments since the last ``changes()``
-        #: New variables since the last ``take_fresh()``, kept only once ``claim_fresh()`` said so.
-        self._fresh: list[Variable] | None = None
-        self._claimed = False
+        self._saved = dict.fromkeys(VariableType, 0)  # per type, how many ``changes()`` reported
+        #: Per type, how many ``take_fresh()`` handed over; None until ``claim_fresh()``.
+        self._handed: dict[VariableType, int] | None = None
 
     def __len__(self) -> int:
-        return sum(len(by_value) for by_value in self._known.values())
+        return sum(map(len, self._ids.values()))
 
     def get(self, kind: VariableType, value: str) -> Variable | None:
         """The job's variable for ``value``; None only when a new id is needed and the block is spent.
 
         Raises ``ValidationError`` (field ``value``) for a value no variable of ``kind`` may hold.
         """
-        var = self._known[kind].get(value)
-        return var if var is not None else self.new(kind, value)
-
-    def known(self, kind: VariableType) -> dict[str, Variable]:
-        """The live map of value to variable for ``kind`` (read it; ``new`` adds to it)."""
-        return self._known[kind]
+        known = self._variables[kind]
+        var = known.get(value)
+        if var is not None:
+            return var
+        ids = self._ids[kind]
+        # Every id has its Variable here when the counts agree (the per-message path): then a
+        # value missing above has no id either, and the second lookup is saved.
+        vid = None if len(ids) == len(known) else ids.get(value)
+        if vid is None:
+            free = self._free
+            vid = free[0]
+            if vid >= free[1]:
+                return None
+            var = Variable(vid, kind, value)  # checks the value (raises ValidationError)
+            ids[value] = vid
+            free[0] = vid + 1
+        else:
+            var = Variable(vid, kind, value)
+        known[value] = var
+        return var
 
     def new(self, kind: VariableType, value: str) -> Variable | None:
-        """A fresh id for a value not in ``known(kind)``; None when the block is spent (``refill``)."""
-        vid = self._next
-        if vid >= self._stop:
+        """As ``get`` (a value seen already keeps its id), for callers of the earlier API."""
+        return self.get(kind, value)
+
+    def ids(self, kind: VariableType) -> dict[str, int]:
+        """The live map of value to id for ``kind`` (read it; ``new_id`` adds to it)."""
+        return self._ids[kind]
+
+    def free_ids(self) -> list[int]:
+        """The live ``[next, stop)`` of the current block: take an id by moving ``next`` up (as
+        ``new_id`` does; the generated row code does it inline), never by replacing the list."""
+        return self._free
+
+    def variables(self, kind: VariableType) -> dict[str, Variable]:
+        """The live map of value to ``Variable`` for the values ``get`` was asked for (read it)."""
+        return self._variables[kind]
+
+    def new_id(self, kind: VariableType, value: str) -> int | None:
+        """A fresh id for a value not in ``ids(kind)`` (only then: a value keeps its first id, and
+        the maps' order is what was handed out); None when the block is spent (``refill``).
+
+        Raises ``ValidationError`` (field ``value``) for a value no variable of ``kind`` may hold.
+        The generated row code does the same inline for the usual valid URL.
+        """
+        free = self._free
+        vid = free[0]
+        if vid >= free[1]:
             return None
-        var = Variable(vid, kind, value)  # validates; raises ValidationError (field "value")
-        self._next = vid + 1
-        self._known[kind][value] = var
-        self._unsaved.append(var)
-        if self._fresh is not None:
-            self._fresh.append(var)
-        return var
+        if kind is _NAME or type(value) is not str or not url_ok(value):
+            problem = value_problem(kind, value)
+            if problem is not None:
+                raise ValidationError(problem, field="value", tracking_id=None)
+        self._ids[kind][value] = vid
+        free[0] = vid + 1
+        return vid
 
     def claim_fresh(self) -> bool:
         """Whether the caller may take this pool's new variables in blocks (``take_fresh``): only
         the first caller, and only while the pool is empty, so that every variable the pool ever
         hands out is in one of the blocks that caller takes."""
-        if self._claimed or len(self):
+        if self._handed is not None or len(self):
             return False
-        self._claimed = True
-        self._fresh = []
+        self._handed = dict.fromkeys(VariableType, 0)
         return True
 
-    def take_fresh(self) -> list[Variable]:
-        """The variables assigned since the last call (after ``claim_fresh``), oldest first."""
-        fresh = self._fresh
-        if fresh is None:
+    def take_fresh(self) -> list[VariableRun]:
+        """The values given ids since the last call (after ``claim_fresh``), oldest first, one
+        run per type."""
+        if self._handed is None:
             return []
-        self._fresh = []
-        return fresh
+        return self._tails(self._handed)
+
+    def _tails(self, marks: dict[VariableType, int]) -> list[VariableRun]:
+        """Per type, the values and ids added since ``marks`` said (moved to the end)."""
+        runs: list[VariableRun] = []
+        for kind, by_value in self._ids.items():
+            count = len(by_value) - marks[kind]
+            if count:
+                marks[kind] = len(by_value)
+                # From the end: a dict has no index, and walking to the tail from the start
+                # would cost the whole map each time.
+                values = list(islice(reversed(by_value.keys()), count))
+                ids = list(islice(reversed(by_value.values()), count))
+                values.reverse()
+                ids.reverse()
+                runs.append(VariableRun(kind, ids, values))
+        return runs
 
     async def refill(self) -> None:
         block = await self.allocator.allocate(self._block_size)
-        self._next, self._stop = block.start, block.stop
+        self._free[:] = block.start, block.stop
         if self.on_block is not None:
             self.on_block(self)
 
@@ -228,13 +186,12 @@ class VariablePool:
         """What changed since the last call, as a small JSON-able record (a journal appends these):
         the allocator's state, the current block's end, and the new assignments. ``replay`` turns
         the records back into a pool. Costs O(new assignments), unlike ``snapshot()``."""
-        new, self._unsaved = self._unsaved, []
         return {
             "version": _STATE_VERSION,
             "allocator": self.allocator.state(),
-            "block_end": self._stop,
+            "block_end": self._free[1],
             "block_size": self._block_size,
-            "variables": [[v.id, v.type.value, v.value] for v in new],
+            "variables": _triples(self._tails(self._saved)),
         }
 
     @classmethod
@@ -242,7 +199,7 @@ class VariablePool:
         cls,
         records: Iterable[dict[str, Any]],
         *,
-        redis: _IncrBy | None = None,
+        redis: IncrBy | None = None,
         on_block: Callable[[VariablePool], None] | None = None,
     ) -> VariablePool:
         """The pool that ``changes()`` records describe, in order. The same values keep their ids;
@@ -262,9 +219,7 @@ class VariablePool:
                 else pool
             )
             pool.allocator = allocator_from_state(record["allocator"], redis=redis)
-            for vid, kind, value in record["variables"]:
-                var = Variable(vid, VariableType(kind), value)
-                pool._known[var.type][value] = var
+            pool._load(record["variables"])
         if pool is None:
             raise ValueError("no variable pool records to replay")
         return pool
@@ -281,19 +236,28 @@ class VariablePool:
         return {
             "version": _STATE_VERSION,
             "allocator": self.allocator.state(),
-            "free": [self._next, self._stop],
+            "free": list(self._free),
             "block_size": self._block_size,
-            "variables": [[v.id, v.type.value, v.value] for by in self._known.values() for v in by.values()],
+            "variables": _triples(self._tails(dict.fromkeys(VariableType, 0))),
         }
 
     @classmethod
-    def restore(cls, state: dict[str, Any], *, redis: _IncrBy | None = None) -> VariablePool:
+    def restore(cls, state: dict[str, Any], *, redis: IncrBy | None = None) -> VariablePool:
         """The pool a ``snapshot()`` describes: same ids for the same values, nothing handed out twice."""
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"unknown variable pool state version {state.get('version')!r}")
         pool = cls(allocator_from_state(state["allocator"], redis=redis), block_size=state["block_size"])
-        pool._next, pool._stop = state["free"]
-        for vid, kind, value in state["variables"]:
-            var = Variable(vid, VariableType(kind), value)
-            pool._known[var.type][value] = var
+        pool._free[:] = state["free"]
+        pool._load(state["variables"])
         return pool
+
+    def _load(self, triples: Iterable[list[Any]]) -> None:
+        """Assignments read back (checked as ``Variable``s), already saved: not ``changes()``."""
+        for vid, kind, value in triples:
+            var = Variable(vid, VariableType(kind), value)
+            self._ids[var.type][value] = var.id
+        self._saved = {kind: len(by_value) for kind, by_value in self._ids.items()}
+
+
+def _triples(runs: list[VariableRun]) -> list[list[Any]]:
+    return [[vid, run.type.value, value] for run in runs for vid, value in zip(run.ids, run.values, strict=True)]

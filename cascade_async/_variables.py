@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Iterator
-from itertools import islice
+from itertools import islice, repeat
 from typing import Final, NamedTuple
 
 import msgspec
@@ -24,13 +24,17 @@ import msgspec
 from ._errors import ValidationError
 
 __all__ = [
+    "GOOD_URL_STARTS",
     "MAX_VARIABLE_ID",
     "PLACEHOLDER",
     "Placeholder",
     "Variable",
+    "VariableRun",
     "VariableType",
     "check_placeholders",
     "find_placeholders",
+    "upload_body",
+    "url_ok",
     "variable_batches",
 ]
 
@@ -72,7 +76,8 @@ _NAME: Final = VariableType.NAME
 _URL: Final = VariableType.URL
 _SHORT_URL: Final = VariableType.SHORT_URL
 _URL_START: Final = _HTTP_URL_START.match
-_good_starts: tuple[str, ...] = ()  # URL starts, up to the first "/" past the scheme, seen valid
+#: URL starts, up to the first "/" past the scheme, seen valid (in a list: generated code reads it).
+GOOD_URL_STARTS: Final[list[tuple[str, ...]]] = [()]
 _GOOD_STARTS_MAX: Final = 16
 
 
@@ -104,19 +109,17 @@ class Variable(msgspec.Struct, frozen=True, gc=False):
             and (kind is _URL or kind is _SHORT_URL)
             and type(value) is str
             and "%" not in value
-            and value.isprintable()
             and " " not in value
+            and value.isprintable()
         ):
-            # Whether a URL is valid is decided before its first "/" past the scheme (the regex
-            # stops at the first / ? or #), so a URL that starts like one already seen valid, up
-            # to and with that "/", needs no regex: a campaign's links share a few such starts.
-            global _good_starts
-            if value.startswith(_good_starts):
+            # As url_ok, inline: a call saved per Variable.
+            starts = GOOD_URL_STARTS[0]
+            if value.startswith(starts):
                 return
             if _URL_START(value) is not None:
                 end = value.find("/", 8)
-                if end > 0 and len(_good_starts) < _GOOD_STARTS_MAX:
-                    _good_starts = (*_good_starts, value[: end + 1])
+                if end > 0 and len(starts) < _GOOD_STARTS_MAX:
+                    GOOD_URL_STARTS[0] = (*starts, value[: end + 1])
                 return
         _check_variable(self)
 
@@ -128,6 +131,25 @@ class Variable(msgspec.Struct, frozen=True, gc=False):
     def https(self) -> bool:
         """False for an ``http://`` URL (the provider advises https) and for ``name`` values."""
         return self.type is not VariableType.NAME and self.value[:8].lower() == "https://"
+
+
+def url_ok(value: str) -> bool:
+    """Whether the string ``value`` is a valid ``url``/``short_url`` value, on the quick path: False
+    may still be valid (``value_problem`` decides and says why)."""
+    if "%" in value or " " in value or not value.isprintable():
+        return False
+    # Whether a URL is valid is decided before its first "/" past the scheme (the regex stops at
+    # the first / ? or #), so a URL that starts like one already seen valid, up to and with that
+    # "/", needs no regex: a campaign's links share a few such starts.
+    starts = GOOD_URL_STARTS[0]
+    if value.startswith(starts):
+        return True
+    if _URL_START(value) is None:
+        return False
+    end = value.find("/", 8)
+    if end > 0 and len(starts) < _GOOD_STARTS_MAX:
+        GOOD_URL_STARTS[0] = (*starts, value[: end + 1])
+    return True
 
 
 def _bad(field: str, problem: str) -> ValidationError:
@@ -224,3 +246,46 @@ def variable_batches(variables: Iterable[Variable], size: int = UPLOAD_BATCH) ->
     items = iter(variables)
     while chunk := list(islice(items, size)):
         yield _encoder.encode(_Body(chunk))
+
+
+class VariableRun(msgspec.Struct, frozen=True):
+    """New values of one type and their ids, in the order they were handed out: how a template
+    job's pool hands its new variables to the engine, uploaded in bulk (``upload_body``), with no
+    ``Variable`` per value. The pool checked each value when it gave it an id."""
+
+    type: VariableType
+    ids: list[int]
+    values: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def variables(self) -> list[Variable]:
+        """One ``Variable`` each (checked again: for a hook, not for the upload)."""
+        return list(map(Variable, self.ids, repeat(self.type), self.values))
+
+    def split(self, count: int) -> tuple[VariableRun, VariableRun]:
+        """The first ``count`` values, and the rest."""
+        ids, values, kind = self.ids, self.values, self.type
+        return VariableRun(kind, ids[:count], values[:count]), VariableRun(kind, ids[count:], values[count:])
+
+
+class _Item(msgspec.Struct, gc=False):
+    # A Variable's wire form (same fields, same order), built unchecked from a run's values; the
+    # type as a plain string, which encodes faster than the enum.
+    id: int
+    type: str
+    value: str
+
+
+class _Items(msgspec.Struct):
+    variables: list[_Item]
+
+
+def upload_body(runs: Iterable[VariableRun]) -> bytes:
+    """The ``POST /api/items`` body for every value of ``runs`` (the caller keeps it to one upload's
+    worth): the same bytes as ``variable_batches`` makes from their ``Variable`` objects."""
+    items: list[_Item] = []
+    for run in runs:
+        items += map(_Item, run.ids, repeat(run.type.value), run.values)
+    return _encoder.encode(_Items(items))

@@ -49,8 +49,9 @@ async def test_each_new_variable_comes_once_with_the_first_chunk_that_uses_it() 
     for chunk, fresh in chunks:
         assert fresh is not None
         assert all(type(item) is dict for item in chunk)  # no Personalised item, no tuple per message
-        assert not handed.keys() & {v.id for v in fresh}  # each value handed over once
-        handed |= {v.id: v.value for v in fresh}
+        new = {vid: value for run in fresh for vid, value in zip(run.ids, run.values, strict=True)}
+        assert not handed.keys() & new.keys()  # each value handed over once
+        handed |= new
         for item in chunk:
             assert ids_in(item["text"]) <= handed.keys()  # this chunk's block or an earlier one
     assert sorted(handed.values()) == sorted({r["link"] for r in data})

@@ -98,6 +98,18 @@ async def test_a_link_is_checked_for_each_recipient(link: str, ok: bool) -> None
     else:
         assert isinstance(items[1], Rejected)
         assert (items[1].error.field, items[1].error.code) == ("link", INVALID)
+    # In blocks (as client.stream() reads a template), the generated code takes new ids inline.
+    rows = [first, {"toPhone": PHONE, "name": "B", "link": link}, {**first, "link": link}]
+    [(chunk, fresh)] = [c async for c in template.messages(rows, from_name="S", message_type="promo").blocks(10)]
+    assert fresh is not None
+    handed = [value for run in fresh for value in run.values]
+    if ok:
+        assert [type(item) for item in chunk] == [dict, dict, dict]
+        assert handed == [first["link"], link]
+    else:
+        assert [type(item) for item in chunk] == [dict, Rejected, Rejected]
+        assert all(item.error.field == "link" for item in chunk[1:])  # type: ignore[union-attr]
+        assert handed == [first["link"]]  # a value refused gets no id
 
 
 async def test_an_int_too_long_to_print_is_that_recipients_problem() -> None:
