@@ -7,7 +7,6 @@ stream has at hand (``_lines``): a slow pipe's lines go on as they come.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import csv
 import json
@@ -20,6 +19,7 @@ import msgspec
 from ._errors import ErrorCode, ValidationError
 from ._lines import Lines, read_text_chunk
 from ._models import Message
+from ._off_loop import off_loop
 
 __all__ = ["BadLine", "detect_format", "read_csv", "read_json_array", "read_jsonl", "read_messages"]
 
@@ -50,7 +50,7 @@ def detect_format(path: str, first_bytes: bytes = b"") -> str:
         return "json"
     if lower.endswith(".csv"):
         return "csv"
-    head = first_bytes.lstrip()[:1]
+    head = first_bytes.removeprefix(codecs.BOM_UTF8).lstrip()[:1]
     return {b"[": "json", b"{": "jsonl"}.get(head, "csv")
 
 
@@ -78,6 +78,8 @@ def parse_jsonl_line(raw: bytes, line: int) -> Message | BadLine | None:
         return _bad(line, exc)  # pragma: no cover - from_dict refuses what decode refused
     except msgspec.DecodeError as exc:
         return _bad(line, ValueError(f"not valid JSON: {exc}"))
+    except UnicodeDecodeError as exc:  # msgspec checks a string's UTF-8 on its own
+        return _bad(line, ValueError(f"not UTF-8: {exc}"))
 
 
 def _from_csv_row(row: dict[str, str | None]) -> dict[str, Any]:
@@ -104,7 +106,7 @@ async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | 
     if fmt == "jsonl":
         line = 0
         lines = Lines(stream)
-        while chunk := await asyncio.to_thread(lines.take, _CHUNK_LINES):
+        while chunk := await off_loop(lines.take, _CHUNK_LINES):
             for raw in chunk:
                 line += 1
                 item = parse_jsonl_line(raw, line)
@@ -132,13 +134,16 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
                 row = next(rows)
             except StopIteration:
                 break
-            except (csv.Error, UnicodeDecodeError) as exc:
+            except csv.Error as exc:
                 out.append((reader.line_num, exc))
+                break
+            except UnicodeDecodeError as exc:  # the line that did not decode was not counted
+                out.append((reader.line_num + 1, exc))
                 break
             out.append((reader.line_num, row))
         return out
 
-    while chunk := await asyncio.to_thread(next_rows):
+    while chunk := await off_loop(next_rows):
         for line, row in chunk:
             if isinstance(row, Exception):
                 yield _bad(line, row)
@@ -151,18 +156,48 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
                 yield _bad(line, exc, row.get("id"))
 
 
+class _NotUtf8(Exception):
+    def __init__(self, line: int, exc: UnicodeDecodeError) -> None:
+        super().__init__(f"not UTF-8 ({exc.reason}); the rest of the file was not read")
+        self.line = line
+
+
 async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
     """An incremental reader for one top-level JSON array of objects."""
+    try:
+        async for item in _json_array_items(stream):
+            yield item
+    except _NotUtf8 as exc:
+        yield _bad(exc.line, ValueError(str(exc)))
+
+
+def _may_go_on(buf: str, end: int) -> bool:
+    """Whether a value that the decoder ended at ``end`` may be longer once more input comes:
+    it ends the buffer, or only the start of a number's fraction or exponent follows it."""
+    return buf[end - 1 : end] not in '}]"' and len(buf) - end < 8 and not buf[end:].strip("0123456789.eE+-")
+
+
+async def _json_array_items(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
     decoder = json.JSONDecoder()
     text = codecs.getincrementaldecoder("utf-8-sig")()
     buf = ""
     pos = 0
     line = 1
     eof = False
+    broken: UnicodeDecodeError | None = None  # met after the text in ``buf``
 
     async def more() -> bool:
-        nonlocal buf, pos, eof
-        chunk = None if eof else await asyncio.to_thread(read_text_chunk, stream, text)
+        nonlocal buf, pos, eof, broken
+        if broken is not None:  # the items before the byte that did not decode are read
+            raise _NotUtf8(line + buf.count("\n", pos), broken)
+        try:
+            chunk = None if eof else await off_loop(read_text_chunk, stream, text)
+        except UnicodeDecodeError as exc:
+            # The text before that byte first (as a pipe's earlier reads would have given it).
+            broken = exc
+            chunk = exc.object[: exc.start].decode("utf-8") if isinstance(exc.object, bytes) else ""
+            if not chunk:
+                return await more()
         if not chunk:
             eof = True
             return False
@@ -201,7 +236,7 @@ async def _read_json_array(stream: IO[bytes]) -> AsyncIterator[Message | BadLine
                 continue
             yield _bad(line, ValueError(f"not valid JSON ({exc.msg}); the rest of the file was not read"))
             return
-        if end == len(buf) and buf[end - 1] not in "}]" and await more():
+        if _may_go_on(buf, end) and await more():
             continue  # a number or literal may go on in the next chunk (an object cannot)
         item_line = line
         line += buf.count("\n", pos, end)
@@ -235,7 +270,7 @@ def read_json_array(source: Source) -> AsyncIterator[Message | BadLine]:
 
 async def _read(source: Source, fmt: str) -> AsyncIterator[Message | BadLine]:
     if isinstance(source, str | os.PathLike):
-        stream = await asyncio.to_thread(open, source, "rb")
+        stream = await off_loop(open, source, "rb")
         try:
             async for item in read_messages(stream, fmt):
                 yield item

@@ -140,10 +140,21 @@ def _client_options(options: dict[str, Any]) -> dict[str, Any]:
 @contextlib.contextmanager
 def _opened(file: str) -> Iterator[IO[bytes]]:
     if file == "-":
-        yield sys.stdin.buffer
+        yield _stdin()
     else:
         with open(file, "rb") as stream:
             yield stream
+
+
+def _stdin() -> IO[bytes]:
+    """Standard input through a reader of its own, never closed: a read of it waiting in a reader
+    thread when the run is interrupted then holds no lock that the interpreter's exit wants
+    (that of ``sys.stdin.buffer``, a fatal error), and nothing waits for that read to end."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced (tests): no descriptor to read
+        return sys.stdin.buffer
+    return open(fd, "rb", closefd=False)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ it may have used for another value.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import datetime as _dt
@@ -31,6 +30,7 @@ from .._inputs import BadLine
 from .._journal import Journal
 from .._lines import Lines
 from .._models import MessageType
+from .._off_loop import off_loop
 from .._templates import RowLists, Template, TemplateItems
 from .._variable_ids import VariablePool
 
@@ -176,7 +176,7 @@ def read_rows(stream: IO[bytes], fmt: str) -> RowLists:
         raise click.UsageError("--template reads CSV or JSONL rows")
 
     async def lists() -> AsyncIterator[list[Row]]:
-        while chunk := await asyncio.to_thread(next, chunks, None):
+        while chunk := await off_loop(next, chunks, None):
             yield chunk
 
     return RowLists(lists())
@@ -201,7 +201,9 @@ def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
                 yield chunk
                 chunk = []
     except (csv.Error, UnicodeDecodeError) as exc:
-        chunk.append(_unreadable(reader.line_num, f"unreadable CSV: {exc}; the rest was not read"))
+        # A line that did not decode was not counted yet; one that csv refused was.
+        line = reader.line_num + isinstance(exc, UnicodeDecodeError)
+        chunk.append(_unreadable(line, f"unreadable CSV: {exc}; the rest was not read"))
     if chunk:
         yield chunk
 
@@ -215,6 +217,8 @@ def _jsonl_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
                 row = msgspec.json.decode(raw)
             except msgspec.DecodeError as exc:
                 chunk.append(_unreadable(line, f"not valid JSON: {exc}"))
+            except UnicodeDecodeError as exc:  # msgspec checks a string's UTF-8 on its own
+                chunk.append(_unreadable(line, f"not UTF-8: {exc}"))
             else:
                 chunk.append(row if isinstance(row, dict) else _unreadable(line, "a row must be a JSON object"))
         if chunk and (len(chunk) >= _CHUNK or not lines.ready()):
