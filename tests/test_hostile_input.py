@@ -119,7 +119,7 @@ def test_template_rows_drop_a_byte_order_mark_and_name_the_line_that_is_not_utf8
 @pytest.mark.parametrize("universal", [False, True])
 def test_a_line_over_thousands_of_reads_is_joined_once(universal: bool) -> None:
     # 32 MiB in pipe-sized reads: joining the line so far at each read copies 32 GiB (tens of
-    # seconds); joining once at its end takes well under a second.
+    # seconds of CPU); joining once at its end takes about a tenth of a second.
     size = 32 << 20
     piece = b"x" * (16 << 10)
 
@@ -136,9 +136,9 @@ def test_a_line_over_thousands_of_reads_is_joined_once(universal: bool) -> None:
             return piece
 
     lines = Lines(Long(), universal=universal)  # type: ignore[arg-type]
-    start = time.perf_counter()
+    start = time.process_time()  # CPU, not wall time: a loaded machine does not fail it
     first = next(lines)
-    assert time.perf_counter() - start < 3
+    assert time.process_time() - start < 10  # about 0.1 s joined once; quadratic copying takes tens
     assert len(first) == size + (2 if universal else 0)
 
 
