@@ -49,7 +49,7 @@ async def test_a_job_killed_after_a_chunk_went_out_resumes_with_the_ids_that_chu
     chunks = items.blocks(5)
     first, _ = await anext(chunks)  # handed to the engine: its messages may be at the provider
     used = link_ids(first)
-    await chunks.aclose()  # kill -9: no more records
+    # kill -9 here: the generator is never resumed, so no more records
     resumed = VariablePool.replay(records)
     again = LINKED.messages(rows(20), from_name="S", message_type="promo", pool=resumed)
     [(chunk, _)] = [c async for c in again.blocks(100)]
