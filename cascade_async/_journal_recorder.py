@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
 from ._errors import ErrorCode
@@ -22,6 +22,7 @@ from ._journal_rows import (
     row_values,
 )
 from ._models import Message, Result
+from ._variables import Variable
 
 __all__ = ["JournalRecorder"]
 
@@ -34,6 +35,13 @@ class JournalRecorder:
 
     _db: sqlite3.Connection
     synchronous: Literal["full", "normal"]
+    #: Set by a templated job with a variable pool (the CLI's ``--template``): keeps the ids a
+    #: job's rows took before an upload carries them, so a resumed job finds them.
+    variables_hook: Callable[[Sequence[Variable]], None] | None = None
+
+    def variables_uploading(self, variables: Sequence[Variable]) -> None:
+        if self.variables_hook is not None:
+            self.variables_hook(variables)
 
     def dispatched(self, batch: Sequence[Message]) -> None:
         now = time.time()

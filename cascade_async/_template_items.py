@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 from ._inputs import BadLine
 from ._template_codegen import compile_renderer, compile_rows
 from ._template_rows import Job, TemplateItem
+from ._variable_ids import VariablePool
 from ._variables import VariableRun
 
 __all__ = ["RowLists", "Rows", "TemplateItems"]
@@ -87,6 +88,7 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                 # A list's new variables go with its first chunk (sooner than its later chunks
                 # need them, never later); the rows left in ``held`` keep theirs in the pool.
                 fresh = pool.take_fresh() if blocks and pool is not None else None
+                _save(pool)
                 if len(pending) == size:  # the usual case: the list is the chunk
                     self.held = []
                     yield pending, fresh
@@ -97,14 +99,25 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                     yield chunk, fresh
         if pending:
             self.held = []
-            yield pending, pool.take_fresh() if blocks and pool is not None else None
+            fresh = pool.take_fresh() if blocks and pool is not None else None
+            _save(pool)
+            yield pending, fresh
 
     def take_held(self) -> _Chunk:
         """The items rendered but not handed out (the rows failed after them), with the new
         variables they may use, as ``blocks`` would have handed them out."""
         held, self.held = self.held, []
         pool = self._job.pool
-        return held, pool.take_fresh() if self._job.blocks and pool is not None else None
+        fresh = pool.take_fresh() if self._job.blocks and pool is not None else None
+        _save(pool)
+        return held, fresh
+
+
+def _save(pool: VariablePool | None) -> None:
+    """Before a chunk is handed out: a journaled pool records the ids its rows took (a job killed
+    once the chunk is out resumes with them; their messages may be at the provider)."""
+    if pool is not None and pool.on_block is not None and pool.unsaved():
+        pool.on_block(pool)
 
 
 class RowLists:

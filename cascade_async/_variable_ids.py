@@ -72,8 +72,9 @@ class VariablePool:
         #: Per type, value -> id, in the order handed out (never removed: the tails below rely on it).
         self._ids: dict[VariableType, dict[str, int]] = {t: {} for t in VariableType}
         self._variables: dict[VariableType, dict[str, Variable]] = {t: {} for t in VariableType}
-        #: Called after each new block is taken, before any of its ids is handed out: the moment
-        #: to persist ``changes()`` (a journal's hook).
+        #: Called after each new block is taken, before any of its ids is handed out, and before a
+        #: template hands out a chunk whose rows took new ids (``unsaved()``): the moments to
+        #: persist ``changes()`` (a journal's hook).
         self.on_block = on_block
         self._saved = dict.fromkeys(VariableType, 0)  # per type, how many ``changes()`` reported
         #: Per type, how many ``take_fresh()`` handed over; None until ``claim_fresh()``.
@@ -181,6 +182,11 @@ class VariablePool:
         self._free[:] = block.start, block.stop
         if self.on_block is not None:
             self.on_block(self)
+
+    def unsaved(self) -> bool:
+        """Whether values were given ids since ``changes()`` last reported."""
+        saved = self._saved
+        return any(len(by_value) != saved[kind] for kind, by_value in self._ids.items())
 
     def changes(self) -> dict[str, Any]:
         """What changed since the last call, as a small JSON-able record (a journal appends these):

@@ -6,8 +6,9 @@ yields exactly one item (then a ``Rejected`` with the line's number and reason).
 ``id`` column, or ``{file stem}-{data row}``.
 
 With ``--journal``, the job's variable ids survive a crash: each block of ids is recorded in
-``<journal>.variables.jsonl`` (``VariablePool.changes()``) before any id of it is used, and a
-resumed job replays that file, so it gives the same values the same ids and never hands out an id
+``<journal>.variables.jsonl`` (``VariablePool.changes()``) before any id of it is used, the values
+given ids before an upload carries them (the journal's ``variables_hook``), and a resumed job
+replays that file, so it gives the same values the same ids and never hands out an id
 it may have used for another value.
 """
 
@@ -59,6 +60,7 @@ class TemplateJob:
             return self.items(stream, fmt)
         pool, record = journal_pool(journal.path)
         self.finish = lambda: record(pool)
+        journal.variables_hook = lambda _variables: record(pool) if pool.unsaved() else None
         return self.items(stream, fmt, pool)
 
     def items(self, stream: IO[bytes], fmt: str, pool: VariablePool | None = None) -> TemplateItems:
