@@ -122,6 +122,8 @@ class RedisIdAllocator:
         top = int(top)
         if top > MAX_VARIABLE_ID:
             raise OverflowError(f"Redis key {self.key!r} is past the largest variable id")
+        if top - count < 0:  # the key was set below zero: ids are positive integers
+            raise ValueError(f"Redis key {self.key!r} held {top - count}, below zero; variable ids start at 1")
         return range(top - count + 1, top + 1)
 
     def state(self) -> dict[str, Any]:

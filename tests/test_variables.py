@@ -241,6 +241,12 @@ async def test_redis_blocks_come_from_incrby_on_the_shared_key() -> None:
     assert redis.calls == [("k", 1000), ("k", 10)]
 
 
+async def test_a_redis_key_set_below_zero_is_refused_not_turned_into_ids_of_zero_or_less() -> None:
+    redis = FakeIncrBy(start=-5)
+    with pytest.raises(ValueError, match="below zero"):
+        await RedisIdAllocator(redis, key="k").allocate(3)
+
+
 @pytest.mark.parametrize(
     "redis",
     [pytest.param(DownRedis(), id="refused"), pytest.param(SlowRedis(), id="timed out")],
