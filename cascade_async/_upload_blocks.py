@@ -23,44 +23,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ._errors import CascadeError
 from ._models import Message, Result
 from ._outcomes import StopCall
 from ._plain_requests import post_body
 from ._sending import BatchSender
-from ._uploads import ITEMS_PATH, refusal
-from ._variables import PLACEHOLDER, UPLOAD_BATCH, Variable, VariableRun, placeholder_id, upload_body
+from ._uploads import ITEMS_PATH, UploadQueue, refusal
+from ._variables import PLACEHOLDER, VariableRun, placeholder_id, upload_body
 
 __all__ = ["BlockUploads"]
 
 logger = logging.getLogger("cascade_async")
 
 
-class BlockUploads:
+class BlockUploads(UploadQueue):
     """The variables of one templated stream, handed over in blocks: pending, in flight, failed."""
 
-    def __init__(
-        self,
-        sender: BatchSender,
-        *,
-        linger: float,
-        block: int = UPLOAD_BATCH,
-        before_upload: Callable[[Sequence[Variable]], None] | None = None,
-    ) -> None:
-        self._sender = sender
-        self._linger = linger
-        self._block = block
-        self._before_upload = before_upload
+    def __init__(self, sender: BatchSender, **settings: Any) -> None:  # UploadQueue's settings
+        super().__init__(sender, **settings)
         self._pending: collections.deque[tuple[int, VariableRun]] = collections.deque()  # (position, run)
         self._count = 0  # values pending
         self._added = 0  # values added so far: the next one's position
         self._flights: dict[asyncio.Future[None], int] = {}  # upload -> position of its first value
-        self._failed: dict[int, CascadeError] = {}  # id -> the error of its upload
-        self._waiters: list[asyncio.Future[None]] = []
-        self._closed = False
-        self.requests = 0
 
     def add(self, runs: Sequence[VariableRun]) -> None:
         """A chunk's new values, before its messages are admitted: every batch that leaves from
@@ -72,17 +59,6 @@ class BlockUploads:
                 self._count += len(run.ids)
         if self._count >= self._block:
             self._wake()
-
-    def close(self) -> None:
-        """The input ended: whatever is pending may go now."""
-        self._closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
 
     async def ensure(self, batch: Sequence[Message]) -> tuple[Sequence[Message], list[Result]]:
         """Wait until every value added so far is uploaded: the messages that may go now, and the
@@ -102,18 +78,7 @@ class BlockUploads:
                 continue
             if not self._pending or self._pending[0][0] >= before:
                 return
-            # Wanted values are pending: upload now, or wait for more values to share the request.
-            if self._count >= self._block or self._closed or loop.time() >= deadline:
-                await self._upload_next()
-                continue
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except TimeoutError:
-                if waiter in self._waiters:  # not woken meanwhile
-                    self._waiters.remove(waiter)
+            await self._upload_or_wait(self._count, deadline)  # wanted values are pending
 
     def _take(self) -> tuple[int, list[tuple[int, VariableRun]]]:
         """The oldest pending values, up to one block: their first position, and the runs."""
@@ -133,7 +98,6 @@ class BlockUploads:
         return first, taken
 
     async def _upload_next(self) -> None:
-        """Upload the oldest pending values (up to one block) in this task; others wait on it."""
         first, taken = self._take()
         runs = [run for _, run in taken]
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

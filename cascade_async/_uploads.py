@@ -28,7 +28,7 @@ import itertools
 import logging
 import operator
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 
@@ -40,7 +40,7 @@ from ._sending import BatchSender
 from ._statuses import Verdict, classify
 from ._variables import UPLOAD_BATCH, Variable, variable_batches
 
-__all__ = ["ITEMS_PATH", "UploadReport", "Uploads", "refusal", "upload_variables"]
+__all__ = ["ITEMS_PATH", "UploadQueue", "UploadReport", "Uploads", "refusal", "upload_variables"]
 
 logger = logging.getLogger("cascade_async")
 
@@ -90,8 +90,10 @@ async def upload_variables(sender: BatchSender, variables: Iterable[Variable]) -
     return UploadReport(uploaded=uploaded, requests=requests, failed=tuple(failed), errors=tuple(errors))
 
 
-class Uploads:
-    """The variables of one stream: which are pending, in flight, uploaded or failed."""
+class UploadQueue:
+    """What ``Uploads`` and ``BlockUploads`` share: their settings, the ids whose upload failed for
+    good, and batches waiting for more values to share a request (woken when a block fills or the
+    input ends)."""
 
     def __init__(
         self,
@@ -105,15 +107,54 @@ class Uploads:
         self._linger = linger
         self._block = block
         self._before_upload = before_upload
+        self._failed: dict[int, CascadeError] = {}  # id -> the error of its upload
+        self._waiters: list[asyncio.Future[None]] = []
+        self._closed = False  # no more values: the input ended
+        self.requests = 0
+
+    def close(self) -> None:
+        """The input ended: whatever is pending may go now."""
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _upload_or_wait(self, pending: int, deadline: float) -> None:
+        """Values a batch needs are pending (``pending`` in all): upload the oldest now if a block
+        is full, the input ended or ``deadline`` passed; else wait, until then at most, for more
+        values to share the request."""
+        loop = asyncio.get_running_loop()
+        if pending >= self._block or self._closed or loop.time() >= deadline:
+            await self._upload_next()
+            return
+        waiter = loop.create_future()
+        self._waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            if waiter in self._waiters:  # not woken meanwhile
+                self._waiters.remove(waiter)
+
+    async def _upload_next(self) -> None:
+        """Upload the oldest pending values (up to one block) in this task; others wait on it."""
+        raise NotImplementedError
+
+
+class Uploads(UploadQueue):
+    """The variables of one stream: which are pending, in flight, uploaded or failed."""
+
+    def __init__(self, sender: BatchSender, **settings: Any) -> None:  # UploadQueue's settings
+        super().__init__(sender, **settings)
         self._needs: dict[int, tuple[Variable, ...]] = {}  # id(message) -> its variables, until its batch
         self._pending: dict[int, Variable] = {}  # registered, in no upload yet (oldest first)
         self._inflight: dict[int, asyncio.Future[None]] = {}
-        self._failed: dict[int, CascadeError] = {}
         #: Every id registered: pending, in flight, failed, or else uploaded (one int per distinct value).
         self._seen: set[int] = set()
-        self._waiters: list[asyncio.Future[None]] = []
-        self._closed = False  # no more registrations: the input ended
-        self.requests = 0
 
     def register(self, messages: Sequence[Message], variables: Sequence[tuple[Variable, ...]]) -> None:
         """Admitted messages and, for each, the variables its text references."""
@@ -136,17 +177,6 @@ class Uploads:
         if len(self._pending) >= self._block:
             self._wake()
 
-    def close(self) -> None:
-        """The input ended: whatever is pending may go now."""
-        self._closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
     async def ensure(self, batch: Sequence[Message]) -> tuple[Sequence[Message], list[Result]]:
         """Wait until every variable of ``batch`` is uploaded: the messages that may go now, and
         the results of those whose variables failed to upload."""
@@ -162,18 +192,7 @@ class Uploads:
             if waiting:
                 await asyncio.wait(waiting)
                 continue
-            # Every missing id is pending: upload now, or wait for more values to share the request.
-            if len(self._pending) >= self._block or self._closed or loop.time() >= deadline:
-                await self._upload_next()
-                continue
-            waiter = loop.create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await waiter
-            except TimeoutError:
-                if waiter in self._waiters:  # not woken meanwhile
-                    self._waiters.remove(waiter)
+            await self._upload_or_wait(len(self._pending), deadline)  # every missing id is pending
         failed = self._failed
         if not failed or failed.keys().isdisjoint(wanted):
             return batch, []
@@ -188,7 +207,6 @@ class Uploads:
         return ok, refused
 
     async def _upload_next(self) -> None:
-        """Upload the oldest pending values (up to one block) in this task; others wait on it."""
         ids = list(itertools.islice(self._pending, self._block))
         chunk = list(map(self._pending.pop, ids))
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
