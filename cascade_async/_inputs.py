@@ -129,7 +129,7 @@ async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
 
     def next_rows() -> list[tuple[int, dict[str, str | None]] | tuple[int, Exception]]:
         out: list[tuple[int, dict[str, str | None]] | tuple[int, Exception]] = []
-        while len(out) < _CHUNK_LINES and not (out and not lines.ready()):  # hand over before waiting
+        while len(out) < _CHUNK_LINES and (not out or lines.ready()):  # hand over before waiting
             try:
                 row = next(rows)
             except StopIteration:
