@@ -179,7 +179,9 @@ class Batcher(Generic[T]):
     def drain(self) -> Batch[T]:
         """Whatever was never taken (for failing it clearly at shutdown); no more is accepted."""
         self._finished = True
-        return self._pop()
+        batch = self._pop()
+        self._wake(len(self._waiting))  # every producer still waiting learns it is closed, not only a batch's worth
+        return batch
 
     def _pop(self) -> Batch[T]:
         batch = Batch(self._items, self._body)

@@ -192,6 +192,26 @@ def test_sends_left_after_close_timeout_fail_with_a_cascade_error() -> None:
     assert len(in_flight) == 2
 
 
+def test_every_send_queued_behind_a_full_batch_fails_after_close_timeout_however_many_wait() -> None:
+    # More callers wait for room than one batch holds: the close wakes them all, not a batch's worth.
+    t = FakeTransport(latency=1000.0)
+
+    async def main() -> tuple[int, list[BaseException]]:
+        c = make(t, batch_size=2, max_in_flight=1, send_linger=0.0, close_timeout=1.0, send_timeout=None)
+        sends = [asyncio.create_task(c.send(msg(i))) for i in range(9)]
+        await asyncio.sleep(0.1)
+        await c.aclose()
+        done, pending = await asyncio.wait(sends, timeout=3600)
+        for task in pending:
+            task.cancel()
+        return len(pending), [e for task in done if (e := task.exception()) is not None]
+
+    pending, errors = run_virtual(main())
+    assert pending == 0
+    assert len(errors) == 9
+    assert all(isinstance(e, ClientClosedError) for e in errors), errors
+
+
 def test_send_timeout_raises_timeout_error_and_the_message_is_not_sent_later() -> None:
     # The first attempt gets a 429 that asks for 5 s; the caller gives up before the retry.
     t = scripted(error(429, **{"Retry-After": "5"}), "ok")
