@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, cast
 
@@ -133,7 +132,7 @@ class Journal(JournalQueries, JournalRecorder):
             )
         run = int(cast(int, cur.lastrowid))
         self._filter = f = ResumeFilter(self._db, run, resend_unknown=resend_unknown, allow_changes=allow_changes)
-        source = f.aiter(messages) if isinstance(messages, AsyncIterable) else f.sync(messages)
+        source = f.input(messages)
         # The filter also yields Results, which admission passes through (not in MessageSource's type).
         return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority)
 

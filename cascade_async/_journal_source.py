@@ -23,7 +23,7 @@ import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from operator import attrgetter
 from typing import Any, Final
 
@@ -71,26 +71,48 @@ class ResumeFilter:
         #: Ids named by inputs of this run that admission refuses (invalid): never in the journal,
         #: so kept here, few as they are, for a later input naming one to be the repeat it is.
         self._refused: set[str] = set()
+        #: The rest of the chunk being handed on, and an async input's read-ahead: taken from the
+        #: input but not yet given to the engine (``unread``).
+        self._current: Iterator[Any] | None = None
+        self._pump: _Pump | None = None
 
     @property
     def job_fingerprint(self) -> str:
         return self._job.hexdigest()
 
+    def input(self, items: Iterable[Any] | AsyncIterable[Any]) -> _SyncInput | _AsyncInput:
+        """What the stream reads: ``items`` less what the journal settles, with ``unread``."""
+        if isinstance(items, AsyncIterable):
+            return _AsyncInput(self.aiter(items), self.unread)
+        return _SyncInput(self.sync(items), self.unread)
+
     def sync(self, items: Iterable[Any]) -> Iterator[Any]:
         it = iter(items)
         while chunk := list(itertools.islice(it, CHUNK)):
-            yield from self.decide(chunk)
+            self._current = iter(self.decide(chunk))
+            yield from self._current
         self._finish()
 
     async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
-        pump = _Pump(items)
+        pump = self._pump = _Pump(items)
         try:
             while (chunk := await pump.take()) is not None:
-                for out in self.decide(chunk):
+                self._current = iter(self.decide(chunk))
+                for out in self._current:
                     yield out
         finally:
             pump.close()
         self._finish()
+
+    def unread(self) -> list[Any]:
+        """What was taken from the input but not handed on yet: the rest of the chunk decided last,
+        and what an async input was read ahead (decided now). The stream settles these at the
+        client's close, as it does what it read itself: every input taken gets its result."""
+        left = list(self._current) if self._current is not None else []
+        self._current = None
+        if self._pump is not None and (ahead := self._pump.close()):
+            left += self.decide(ahead)
+        return left
 
     def decide(self, chunk: list[Any]) -> list[Any]:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""
@@ -217,6 +239,28 @@ class ResumeFilter:
         return None
 
 
+class _SyncInput:
+    """The filter's output: iterated once by the stream, which asks ``unread()`` at a client's close."""
+
+    def __init__(self, items: Iterator[Any], unread: Callable[[], list[Any]]) -> None:
+        self._items = items
+        self.unread = unread
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._items
+
+
+class _AsyncInput:
+    """``_SyncInput`` for an async input."""
+
+    def __init__(self, items: AsyncIterator[Any], unread: Callable[[], list[Any]]) -> None:
+        self._items = items
+        self.unread = unread
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._items
+
+
 class _Pump:
     """Reads an async source ahead into a chunk: whatever has arrived, up to ``CHUNK`` items.
 
@@ -264,8 +308,11 @@ class _Pump:
         self._room.set()
         return chunk
 
-    def close(self) -> None:
+    def close(self) -> list[Any]:
+        """Stop reading ahead; the items read and not taken yet."""
         self._task.cancel()
+        ahead, self._buffer = self._buffer, []
+        return ahead
 
 
 def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], list[Any], bool]:

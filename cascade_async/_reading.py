@@ -131,6 +131,9 @@ class Reader:
         """At the client's close: everything read but never sent gets its result (FAILED: it
         certainly did not leave), so no input is left without one."""
         leftover, self._leftover = self._leftover, []
+        unread = getattr(self._source, "unread", None)
+        if unread is not None:  # a source that reads ahead (a journal's): what it took and did not hand on
+            leftover += unread()
         for item in leftover:
             got = self.admission.admit(item)
             if isinstance(got, Result):
