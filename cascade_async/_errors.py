@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from ._error_body import parse_retry_after, read_error_body
+from ._redact import redact
 from ._statuses import AUTH_STATUSES, ENDPOINT_STATUSES, UNKNOWN_STATUSES
 
 __all__ = [
@@ -239,9 +240,17 @@ class JournalLockedError(JournalError):
 # --- which exception for which status -------------------------------------------------
 
 
-def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *, route: str | None = None) -> APIError:
-    """Build the matching ``APIError`` for a non-200 answer, whatever its body looks like."""
+def error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, route: str | None = None, secrets: Sequence[str] = ()
+) -> APIError:
+    """Build the matching ``APIError`` for a non-200 answer, whatever its body looks like.
+
+    ``secrets``, the credentials the request carried, are hidden wherever the answer echoes them.
+    """
     code, message, field, text = read_error_body(status, body)
+    if secrets:
+        code, field = (None if v is None else redact(v, secrets) for v in (code, field))
+        message, text = redact(message, secrets), redact(text, secrets)
     kwargs: dict[str, Any] = {
         "status": status,
         "code": code,
@@ -257,7 +266,7 @@ def error_from_response(status: int, headers: Mapping[str, str], body: bytes, *,
         return AuthenticationError(message, **kwargs)
     if status in ENDPOINT_STATUSES or status < 200:
         if 300 <= status < 400 and headers.get("Location"):
-            message += f" (redirected to {headers['Location']}; check base_url)"
+            message += f" (redirected to {redact(headers['Location'], secrets)}; check base_url)"
         return EndpointError(message, **kwargs)
     if status >= 500 or status == 408:
         return ServerError(message, **kwargs)

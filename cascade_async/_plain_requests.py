@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from ._errors import APIError, CascadeError, ClientClosedError, RateLimitError, error_from_response
 from ._outcomes import Attempts, StopCall
 from ._ratelimit import Priority, RateLimiter
+from ._redact import secrets_in
 from ._sending import STOPPING
 from ._statuses import Verdict, classify
 from ._transport import RawResponse
@@ -45,6 +46,7 @@ async def request_json(
     if request is None:
         raise TypeError(f"{type(sender.transport).__name__} has no request(method, url, headers, body) method")
     loop = asyncio.get_running_loop()
+    secrets = secrets_in(headers)
     state = Attempts()
     _, retrying = sender.retry_loop(lambda rs: logger.debug("retrying %s %s: %s", method, url, rs.outcome), state)
     async for attempt in retrying:
@@ -59,10 +61,10 @@ async def request_json(
             raw: RawResponse = await request(method, url, headers, body)
             known = (errors or {}).get(raw.status)
             if known is not None:
-                generic = error_from_response(raw.status, raw.headers, raw.body)
+                generic = error_from_response(raw.status, raw.headers, raw.body, secrets=secrets)
                 raise known(str(generic.message), status=raw.status, code=generic.code, body=generic.body)
             if classify(raw.status) is not Verdict.OK:
-                exc = error_from_response(raw.status, raw.headers, raw.body)
+                exc = error_from_response(raw.status, raw.headers, raw.body, secrets=secrets)
                 if limiter is not None and isinstance(exc, RateLimitError):
                     limiter.penalize(exc.retry_after)
                 raise exc

@@ -32,6 +32,7 @@ from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route
 from ._outcomes import Attempts, Failed, Recorder, Sending, StopCall, certainly_not_sent, record, record_quietly
 from ._ratelimit import Priority, RateLimiter
+from ._redact import secrets_in
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
 from ._statuses import Verdict, classify
 from ._transport import RawResponse, Transport
@@ -60,6 +61,7 @@ class BatchSender:
         self._urls = {route: base_url + route.value for route in Route}
         self.base_url = base_url
         self.headers = dict(headers)
+        self.secrets = secrets_in(headers)  # hidden wherever an answer echoes them
         self.limiter = limiter
         self.policy = policy
         self.budget = RetryBudget(policy)
@@ -103,7 +105,7 @@ class BatchSender:
         account, any other resets its backoff)."""
         error = None
         if classify(raw.status) is not Verdict.OK:
-            error = error_from_response(raw.status, raw.headers, raw.body, route=route)
+            error = error_from_response(raw.status, raw.headers, raw.body, route=route, secrets=self.secrets)
         if self.limiter is not None:
             if isinstance(error, RateLimitError):
                 self.limiter.penalize(error.retry_after)
