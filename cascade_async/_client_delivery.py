@@ -97,7 +97,7 @@ def status_fetcher(
 ) -> StatusFetcher:
     if status_base_url is None:
         status_base_url = DEFAULT_STATUS_URL if base_url.rstrip("/") == DEFAULT_BASE_URL else base_url
-    url = check_base_url(status_base_url, allow_insecure)
+    url = check_base_url(status_base_url, allow_insecure, "status_base_url")
     limiter: RateLimiter | None = None
     status_headers: dict[str, str] | None = None
     if api_key is not None:

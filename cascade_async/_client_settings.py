@@ -158,16 +158,17 @@ def check_credential(name: str, value: str) -> None:
         raise ValueError(f"{name} must not contain CR, LF or NUL")
 
 
-def check_base_url(url: str, allow_insecure: bool) -> str:
+def check_base_url(url: str, allow_insecure: bool, name: str = "base_url") -> str:
+    # The errors never quote the URL: a mistyped one may still hold a key (``htps://key@host``).
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL, got {url!r}")
+        raise ValueError(f"{name} must be an http(s) URL with a host, like https://api.example.com")
     if parts.scheme == "http" and not allow_insecure and not is_loopback(parts.hostname):
         raise ValueError(
-            "base_url must use https (plain http is allowed only for loopback hosts or with allow_insecure=True)"
+            f"{name} must use https (plain http is allowed only for loopback hosts or with allow_insecure=True)"
         )
     if parts.query or parts.fragment or parts.username or parts.password:
-        raise ValueError("base_url must not hold credentials, a query or a fragment")
+        raise ValueError(f"{name} must not hold credentials, a query or a fragment")
     return url.rstrip("/")
 
 

@@ -156,3 +156,14 @@ async def test_no_exception_reachable_from_a_result_holds_the_credential() -> No
             results += [r async for r in client.stream([Message.from_dict({**MESSAGE, "id": f"s{i}"})])]
     assert len(results) == len(faults)
     assert_no_secret(results, secret)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://user:sk-url-SECRET@host", "https://user:sk-url-SECRET@", "htps//sk-url-SECRET@host", "https//u:SECRET@h"],
+)
+@pytest.mark.parametrize("name", ["base_url", "status_base_url"])
+def test_a_refused_base_url_is_not_quoted_in_the_error_since_it_may_hold_a_key(url: str, name: str) -> None:
+    with pytest.raises(ValueError, match=name) as caught:
+        CascadeClient(api_key="k", **{name: url})
+    assert "SECRET" not in str(caught.value)
