@@ -253,11 +253,14 @@ class BatchSender:
         if state.started is None:
             state.started = asyncio.get_running_loop().time()
         before = state.leaving()
+        stopped_before = self.stopped_by
         try:
             return await self._request(batch, body, route, state.count)
         except asyncio.CancelledError:
-            if recorder is not None and not state.unknown and self.stopped_by is not None:
-                # Cancelled because another batch met a wrong endpoint: so did this one.
+            stopped = self.stopped_by
+            if recorder is not None and not state.unknown and stopped is not None and stopped is not stopped_before:
+                # Cancelled because another batch met a wrong endpoint while this one was out: so did this
+                # one. (A stop met before it left, by an earlier call of the client, says nothing of it.)
                 record_quietly(recorder.not_sent, batch)
             raise
         except CascadeError as exc:

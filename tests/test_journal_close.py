@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from cascade_async import CascadeClient, ClientClosedError, Journal, Result, Status
+from cascade_async import CascadeClient, ClientClosedError, EndpointError, Journal, Result, Status
 
-from .support import FakeTransport, msg, run_virtual
+from .support import FakeTransport, error, msg, ok_for, run_virtual
 
 
 def client(transport: FakeTransport, **kw: Any) -> CascadeClient:
@@ -72,3 +72,34 @@ def test_every_input_a_journaled_job_took_from_its_source_gets_a_result_when_the
     assert len(sent) == len(set(sent))
     assert not set(sent) & (accepted | unknown)  # nothing that may have arrived goes again
     assert {r.tracking_id for r in results if r.status is Status.ACCEPTED} == {f"m{i}" for i in range(3000)} - unknown
+
+
+def test_a_journaled_job_cancelled_after_an_earlier_job_met_a_wrong_endpoint_keeps_its_requests_unknown(
+    tmp_path: Path,
+) -> None:
+    # The first job meets a proxy's 404 and stops. The next one (same client) is cancelled with a
+    # request out: that request may have got through, so it must read as unknown, not as unsent.
+    def respond(messages: list[dict[str, Any]], n: int) -> Any:
+        return error(404) if n == 1 else asyncio.sleep(100, ok_for(messages))
+
+    async def main() -> list[str]:
+        c = client(FakeTransport(respond))
+        with Journal(str(tmp_path / "first.db")) as journal, contextlib.suppress(EndpointError):
+            async for _ in journal.stream(c, [msg(i) for i in range(5)]):
+                pass
+        with Journal(str(tmp_path / "second.db")) as journal:
+
+            async def consume() -> None:
+                async for _ in journal.stream(c, [msg(i) for i in range(5)]):
+                    pass
+
+            task = asyncio.ensure_future(consume())
+            await asyncio.sleep(1)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            unknown = journal.unknown()
+        await c.aclose()
+        return unknown
+
+    assert sorted(run_virtual(main())) == [f"m{i}" for i in range(5)]
