@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -55,3 +56,28 @@ def open_journal_db(path: str, err: Console) -> sqlite3.Connection:
     except (JournalError, ValueError, OSError) as exc:
         err.print(f"error: {exc}")
         sys.exit(EXIT_USAGE)
+
+
+def refuse_overwriting(
+    option: str, output: str | None, *, inputs: tuple[str, ...] = (), journal: str | None = None
+) -> None:
+    """A usage error (exit 2) before anything is opened when ``output`` would truncate the input
+    or the journal (or its WAL, shared memory or lock file), or lies in a folder that does not exist."""
+    if output is None:
+        return
+    kept = [path for path in inputs if path != "-"]
+    if journal is not None:
+        kept += [journal + suffix for suffix in ("", "-wal", "-shm", ".lock")]
+    for path in kept:
+        if _same_file(output, path):
+            raise click.UsageError(f"{option} {output} would overwrite {path}: write the results elsewhere")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise click.UsageError(f"{option} {output}: the folder {folder} does not exist")
+
+
+def _same_file(one: str, two: str) -> bool:
+    try:
+        return os.path.samefile(one, two)
+    except OSError:  # one of them does not exist (yet): compare where they would be
+        return os.path.realpath(one) == os.path.realpath(two)

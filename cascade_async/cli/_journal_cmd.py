@@ -12,7 +12,7 @@ from .._errors import JournalError
 from .._journal import Journal
 from .._journal_schema import STATES
 from .._outputs import ResultWriter, output_format
-from ._common import EXIT_OK, EXIT_USAGE, consoles
+from ._common import EXIT_OK, EXIT_USAGE, consoles, refuse_overwriting
 
 __all__ = ["journal_command"]
 
@@ -30,6 +30,7 @@ __all__ = ["journal_command"]
 def journal_command(path: str, export: str | None, show: int) -> None:
     """Print a resumable job's state: messages per state, unknown ids, the last error, its input."""
     out, err = consoles()
+    refuse_overwriting("--export", export, journal=path)
     try:
         journal = Journal(path, sender=False)
     except (JournalError, sqlite3.Error) as exc:

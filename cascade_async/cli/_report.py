@@ -14,7 +14,7 @@ from rich.console import Console
 from .._journal_delivery import ROWS_WITH_DELIVERY, DeliverySummary, summary
 from .._journal_rows import ROW_COLUMNS, Row, recorded_result
 from .._outputs import COLUMNS, output_format, row_for
-from ._common import EXIT_OK, EXIT_SOME_FAILED, consoles, open_journal_db
+from ._common import EXIT_OK, EXIT_SOME_FAILED, consoles, open_journal_db, refuse_overwriting
 
 __all__ = ["print_summary", "report"]
 
@@ -31,6 +31,7 @@ __all__ = ["print_summary", "report"]
 def report(journal: str, output: str | None) -> None:
     """Print the delivery summary of a journal (from track or webhook); exit 0 when every message is final."""
     out, err = consoles()
+    refuse_overwriting("--output", output, journal=journal)
     db = open_journal_db(journal, err)
     with db:
         if output is not None:

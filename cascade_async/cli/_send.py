@@ -23,7 +23,7 @@ from .._outputs import ResultWriter, output_format
 from .._ratelimit import Priority, RateLimit
 from .._report import Tally
 from ..sandbox import Sandbox
-from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles
+from ._common import EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, ROUTES, connection_options, consoles, refuse_overwriting
 from ._dry_run import dry_run as _dry_run
 from ._progress import Reporter
 from ._send_options import send_options
@@ -63,6 +63,7 @@ def send(file: str, output: str | None, dry_run: bool, fmt: str, progress: bool 
     template's fields.
     """
     out, err = consoles()
+    refuse_overwriting("--output", output, inputs=(file,), journal=options["journal_path"])
     template = template_job(file, options)
     try:
         # Before --output is opened: a second sender must not truncate the first one's output.

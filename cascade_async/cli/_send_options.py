@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import click
 
 from .._inputs import FORMATS
@@ -28,6 +31,7 @@ def send_options(command: F) -> F:
             click.option(
                 "--rate",
                 type=click.FloatRange(min=0, min_open=True),
+                callback=_finite,
                 default=100.0,
                 show_default=True,
                 help="Requests per second (burst 1.5x).",
@@ -65,7 +69,8 @@ def send_options(command: F) -> F:
             ),
             click.option(
                 "--sandbox-latency",
-                type=float,
+                type=click.FloatRange(min=0),
+                callback=_finite,
                 default=0.1,
                 show_default=True,
                 help="Latency of the embedded sandbox per request, seconds.",
@@ -100,3 +105,10 @@ def send_options(command: F) -> F:
     ):
         command = option(command)
     return command
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # FloatRange lets nan and inf through (nan compares false with every bound).
+    if isinstance(value, float) and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
