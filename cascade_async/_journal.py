@@ -9,7 +9,7 @@ A journal belongs to one job: it keeps, per tracking id, a fingerprint of the me
 content, its state, its attempts and its last error. A row is ``pending`` (committed) just
 before each request holding it leaves (after the rate limiter), goes back to ``not_sent``
 after an answer that says it certainly was not taken (refused, 429, a certain 5xx, a wrong
-endpoint) unless an earlier attempt's outcome was unknown, and is settled only by the
+endpoint) unless an earlier attempt's outcome (of any run) was unknown, and is settled only by the
 provider's answer (``accepted``, ``rejected``) or ends ``failed`` (``unknown`` or not).
 Writes are one transaction per chunk of input and per batch (WAL mode).
 

@@ -21,7 +21,7 @@ from ._journal_rows import (
     NOT_SENT_UPDATE,
     row_values,
 )
-from ._models import Message, Result
+from ._models import Message, Result, Status
 from ._variables import Variable
 
 __all__ = ["JournalRecorder"]
@@ -88,3 +88,19 @@ class JournalRecorder:
                 other += [row_values(r, now) for r in results if r.error is None and not r.from_journal]
             if other:
                 self._db.executemany(COMPLETED_UPSERT, other)
+                self._earlier_unknown(results)
+
+    def _earlier_unknown(self, results: Sequence[Result]) -> None:
+        """A certain failure of a message resent while an earlier run's request may have delivered it
+        (``resend_unknown``) is still of unknown outcome: its row says so, and so does its Result."""
+        certain = {
+            r.tracking_id: r.error
+            for r in results
+            if r.status is Status.FAILED and r.error is not None and not r.error.outcome_unknown and not r.from_journal
+        }
+        if not certain:
+            return
+        marks = ",".join("?" * len(certain))
+        query = f"SELECT tracking_id FROM outcomes WHERE unknown = 1 AND tracking_id IN ({marks})"
+        for (tid,) in self._db.execute(query, list(certain)):
+            certain[tid].outcome_unknown = True

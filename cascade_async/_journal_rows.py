@@ -19,8 +19,10 @@ _blake2b = hashlib.blake2b
 
 # --- what the engine's Recorder calls write ------------------------------------------------------
 
+# ``unknown`` on a row that is not settled: an earlier request (of this run or an earlier one) may have
+# delivered it. A resend (``resend_unknown``) keeps it, so that its certain failure never erases it.
 DISPATCHED: Final = f"""
-UPDATE outcomes SET status = '{PENDING}', unknown = 0, attempts = attempts + 1, updated_at = ? WHERE tracking_id = ?
+UPDATE outcomes SET status = '{PENDING}', attempts = attempts + 1, updated_at = ? WHERE tracking_id = ?
 """
 #: Rows no resume filter wrote first (the journal used as a plain ``recorder=``).
 DISPATCHED_NEW: Final = (
@@ -33,14 +35,17 @@ UPDATE outcomes SET status = 'accepted', message_id = ?, attempts = max(attempts
 WHERE tracking_id = ?
 """
 NOT_SENT_UPDATE: Final = (
-    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? WHERE tracking_id = ? AND status = '{PENDING}'"
+    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? "
+    f"WHERE tracking_id = ? AND status = '{PENDING}' AND unknown = 0"
 )
 COMPLETED_UPSERT: Final = """
 INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
     error_kind, error_field, http_status, error_line, gave_up)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (tracking_id) DO UPDATE SET status = excluded.status, message_id = excluded.message_id,
-    error_code = excluded.error_code, error_message = excluded.error_message, unknown = excluded.unknown,
+    error_code = excluded.error_code, error_message = excluded.error_message,
+    unknown = CASE WHEN excluded.status = 'failed' THEN max(outcomes.unknown, excluded.unknown)
+        ELSE excluded.unknown END,
     updated_at = excluded.updated_at, error_kind = excluded.error_kind, error_field = excluded.error_field,
     http_status = excluded.http_status, error_line = excluded.error_line, gave_up = excluded.gave_up,
     attempts = max(outcomes.attempts, excluded.attempts)

@@ -40,7 +40,10 @@ logger = logging.getLogger("cascade_async")
 
 CHUNK: Final = 1000
 _INSERT: Final = "INSERT INTO outcomes (tracking_id, status, fingerprint, run, updated_at) VALUES (?, 'new', ?, ?, ?)"
-_TOUCH: Final = "UPDATE outcomes SET run = ?, fingerprint = ?, status = ? WHERE tracking_id = ?"
+#: ``unknown`` stays (or becomes) 1 for a message resent while an earlier run's request may have delivered it.
+_TOUCH: Final = (
+    "UPDATE outcomes SET run = ?, fingerprint = ?, status = ?, unknown = max(unknown, ?) WHERE tracking_id = ?"
+)
 
 
 _get_id = attrgetter("id")
@@ -180,7 +183,8 @@ class ResumeFilter:
             # A message not sent keeps the content that may be at the provider; one sent records its new content.
             sent = decision is msg
             kept = fp if sent or row.fingerprint is None else row.fingerprint
-            touches.append((run, kept, status, tid))
+            resent_unknown = sent and (row.status == PENDING or (row.status == FAILED and bool(row.unknown)))
+            touches.append((run, kept, status, int(resent_unknown), tid))
             out.append(send if sent else decision)
         self._job.update(b"".join(fps))
         self._write(inserts, touches)

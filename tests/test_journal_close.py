@@ -10,9 +10,18 @@ from typing import Any
 
 import pytest
 
-from cascade_async import CascadeClient, ClientClosedError, EndpointError, Journal, Result, Status
+from cascade_async import (
+    CascadeClient,
+    ClientClosedError,
+    EndpointError,
+    Journal,
+    Result,
+    RetryPolicy,
+    Status,
+    TransportError,
+)
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual
+from .support import FakeTransport, error, msg, ok_for, run_virtual, scripted, timeout_error
 
 
 def client(transport: FakeTransport, **kw: Any) -> CascadeClient:
@@ -103,3 +112,46 @@ def test_a_journaled_job_cancelled_after_an_earlier_job_met_a_wrong_endpoint_kee
         return unknown
 
     assert sorted(run_virtual(main())) == [f"m{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("first", ["answer lost", "cut short"])
+@pytest.mark.parametrize("resend", ["503", "refused"])
+def test_a_resent_message_of_unknown_outcome_whose_resend_fails_for_certain_stays_unknown(
+    tmp_path: Path, first: str, resend: str
+) -> None:
+    # Run 1 may have delivered m0; run 2 resends it (resend_unknown) and that request certainly fails.
+    # Run 1's request may still have arrived: run 2 must say so, and run 3 must not send it unasked.
+    db = str(tmp_path / "job.db")
+
+    async def run(transport: FakeTransport, cut_short: bool = False, **kw: Any) -> list[Result]:
+        c = client(transport, retry=RetryPolicy(max_attempts=1))
+        got: list[Result] = []
+        with Journal(db) as journal:
+
+            async def consume() -> None:
+                async for r in journal.stream(c, [msg(0)], **kw):
+                    got.append(r)
+
+            task = asyncio.ensure_future(consume())
+            if cut_short:  # as a kill would: the request is out, its answer never recorded
+                await asyncio.sleep(1)
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await c.aclose()
+        return got
+
+    if first == "answer lost":
+        run_virtual(run(scripted(timeout_error())))
+    else:
+        run_virtual(run(FakeTransport(latency=100), cut_short=True))
+    failure = error(503) if resend == "503" else TransportError("connection refused")
+    (second,) = run_virtual(run(scripted(failure), resend_unknown=True))
+    assert second.status is Status.FAILED
+    assert second.outcome_unknown
+    third_transport = FakeTransport()
+    (third,) = run_virtual(run(third_transport))
+    assert third_transport.calls == []
+    assert third.outcome_unknown
+    with Journal(db, sender=False) as journal:
+        assert journal.unknown() == ["m0"]
