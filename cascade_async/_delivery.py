@@ -187,8 +187,9 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, Decimal) and value == value.to_integral_value():
-        return int(value)
+    # ``adjusted()`` first: int() of a Decimal like 1e10000000 builds all its digits (minutes of CPU).
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19:
+        return int(value) if value == value.to_integral_value() else None
     return None
 
 

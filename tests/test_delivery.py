@@ -107,3 +107,19 @@ def test_a_cost_that_is_not_a_finite_number_is_no_cost(cost: str) -> None:
 
     report = parse_report(b'{"messageId": "m-1", "deliverystatus": "delivered", "cost": "' + cost.encode() + b'"}')
     assert report.cost is None
+
+
+@pytest.mark.parametrize(
+    ("parts", "read"), [(b"2", 2), (b"3.0", 3), (b"1e2", 100), (b"2.5", None), (b"1e100000", None), (b"-1e400", None)]
+)
+def test_a_parts_count_too_large_to_be_one_is_no_count_and_costs_no_time(parts: bytes, read: int | None) -> None:
+    # 1e10000000 made int() build a ten-million-digit number: minutes of CPU on the event loop, from
+    # one status answer or one webhook of eleven bytes.
+    import time
+
+    from cascade_async.webhooks import parse_report
+
+    started = time.process_time()
+    report = parse_report(b'{"messageId": "m-1", "deliverystatus": "delivered", "partscount": ' + parts + b"}")
+    assert report.parts == read
+    assert time.process_time() - started < 0.05
