@@ -91,7 +91,16 @@ class ResumeFilter:
 
     def sync(self, items: Iterable[Any]) -> Iterator[Any]:
         it = iter(items)
-        while chunk := list(itertools.islice(it, CHUNK)):
+        while True:
+            chunk: list[Any] = []
+            try:
+                chunk.extend(itertools.islice(it, CHUNK))  # keeps what came before an error of the input
+            except Exception:
+                self._current = iter(self.decide(chunk))  # read before the input failed: sent first
+                yield from self._current
+                raise
+            if not chunk:
+                break
             self._current = iter(self.decide(chunk))
             yield from self._current
         self._finish()

@@ -155,3 +155,37 @@ def test_a_resent_message_of_unknown_outcome_whose_resend_fails_for_certain_stay
     assert third.outcome_unknown
     with Journal(db, sender=False) as journal:
         assert journal.unknown() == ["m0"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("fail_at", [0, 7, 999, 1000, 1500])
+def test_a_journaled_job_whose_input_fails_sends_everything_read_before_the_failure(
+    tmp_path: Path, kind: str, fail_at: int
+) -> None:
+    # The journal reads a sync input 1,000 at a time: the part of a chunk read before the input's
+    # error was dropped (no result, never sent), where a job without a journal sends it first.
+    def rows() -> Iterator[dict[str, Any]]:
+        for i in range(3000):
+            if i == fail_at:
+                raise OSError("the source broke")
+            yield msg(i)
+
+    async def async_rows() -> AsyncIterator[dict[str, Any]]:
+        for row in rows():
+            yield row
+
+    async def main() -> tuple[list[Result], BaseException | None]:
+        got: list[Result] = []
+        async with client(FakeTransport()) as c:
+            with Journal(str(tmp_path / "job.db")) as journal:
+                try:
+                    async for r in journal.stream(c, rows() if kind == "sync" else async_rows()):
+                        got.append(r)
+                except OSError as exc:
+                    return got, exc
+        return got, None
+
+    got, failure = run_virtual(main())
+    assert isinstance(failure, OSError)
+    assert all(r.ok for r in got)
+    assert sorted(r.tracking_id for r in got) == sorted(f"m{i}" for i in range(fail_at))
