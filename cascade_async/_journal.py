@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+import weakref
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Literal, cast
 
@@ -85,6 +86,7 @@ class Journal(JournalQueries, JournalRecorder):
                 self._lock.release()
             raise
         self._filter: ResumeFilter | None = None
+        self._running: weakref.ref[ResultStream] | None = None  # the last stream(), while the caller holds it
 
     def __enter__(self) -> Journal:
         return self
@@ -124,6 +126,13 @@ class Journal(JournalQueries, JournalRecorder):
         """
         if self._lock is None:
             raise JournalError(f"the journal {self.path} was opened with sender=False: it cannot send")
+        running = self._running() if self._running is not None else None
+        if running is not None and not running.closed:
+            # Two streams would each read the rows the other has not settled yet as unsent: every
+            # message of both inputs would go out twice.
+            raise JournalError(
+                f"the journal {self.path} is sending already: one stream() at a time (end or close the first one)"
+            )
         options = json.dumps({"resend_unknown": resend_unknown, "allow_changes": allow_changes})
         with self._db:
             self._db.execute("BEGIN")
@@ -134,7 +143,9 @@ class Journal(JournalQueries, JournalRecorder):
         self._filter = f = ResumeFilter(self._db, run, resend_unknown=resend_unknown, allow_changes=allow_changes)
         source = f.input(messages)
         # The filter also yields Results, which admission passes through (not in MessageSource's type).
-        return client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority)
+        stream = client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority)
+        self._running = weakref.ref(stream)
+        return stream
 
     async def send_many(
         self,

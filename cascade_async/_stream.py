@@ -122,6 +122,11 @@ class ResultStream:
         return self._lists()
 
     @property
+    def closed(self) -> bool:
+        """Whether the stream has ended: read to its end, closed, or stopped."""
+        return self._closed
+
+    @property
     def first_occurrences(self) -> Iterable[str] | None:
         """Tracking ids in input order (first occurrences); None unless ``keep_order()`` was called."""
         return self._reader.admission.order

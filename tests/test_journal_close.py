@@ -15,6 +15,7 @@ from cascade_async import (
     ClientClosedError,
     EndpointError,
     Journal,
+    JournalError,
     Result,
     RetryPolicy,
     Status,
@@ -189,3 +190,30 @@ def test_a_journaled_job_whose_input_fails_sends_everything_read_before_the_fail
     assert isinstance(failure, OSError)
     assert all(r.ok for r in got)
     assert sorted(r.tracking_id for r in got) == sorted(f"m{i}" for i in range(fail_at))
+
+
+def test_a_second_stream_of_a_journal_still_sending_is_refused_instead_of_sending_everything_twice(
+    tmp_path: Path,
+) -> None:
+    # Each stream read the rows the other had not settled yet as unsent: two concurrent streams of
+    # one journal sent every message twice. One at a time; the next may start once the first ended.
+    transport = FakeTransport(latency=0.5)
+
+    async def main() -> tuple[tuple[list[Result] | BaseException, list[Result] | BaseException], list[Result]]:
+        async with client(transport) as c:
+            with Journal(str(tmp_path / "job.db")) as journal:
+
+                async def job() -> list[Result]:
+                    return [r async for r in journal.stream(c, [msg(i) for i in range(50)])]
+
+                both = await asyncio.gather(job(), job(), return_exceptions=True)
+                after = await job()  # the first one has ended: a new run is fine
+        return both, after
+
+    (first, second), after = run_virtual(main())
+    assert isinstance(first, list)
+    assert all(r.ok for r in first)
+    assert isinstance(second, JournalError)
+    sent = [tid for batch in transport.batches for tid in batch]
+    assert sorted(sent) == sorted(f"m{i}" for i in range(50))
+    assert all(r.from_journal for r in after)
