@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import os
 from typing import Final
 from urllib.parse import urlsplit
@@ -127,14 +128,16 @@ def check_sending(
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}, got {batch_size}")
     if max_batch_bytes < 1024:
         raise ValueError("max_batch_bytes must be at least 1024")
-    if linger < 0:
-        raise ValueError("linger must not be negative")
-    if send_linger < 0:
-        raise ValueError("send_linger must not be negative")
+    # Written so that NaN fails them too (it compares false with everything): a linger of NaN never
+    # sent a partial batch, and a send_timeout of NaN failed every send() at once.
+    if not 0 <= linger < math.inf:
+        raise ValueError(f"linger must be a finite number of seconds, at least 0, got {linger}")
+    if not 0 <= send_linger < math.inf:
+        raise ValueError(f"send_linger must be a finite number of seconds, at least 0, got {send_linger}")
     if max_in_flight < 1:
         raise ValueError("max_in_flight must be at least 1")
-    if send_timeout is not None and send_timeout <= 0:
-        raise ValueError("send_timeout must be positive (or None for no limit)")
+    if send_timeout is not None and not send_timeout > 0:
+        raise ValueError(f"send_timeout must be positive (or None for no limit), got {send_timeout}")
     if max_isolation_requests < 2:
         raise ValueError("max_isolation_requests must be at least 2 (one split)")
 

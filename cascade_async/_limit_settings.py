@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import math
 from collections.abc import Iterator
 from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -120,21 +121,22 @@ class RateLimit(msgspec.Struct, frozen=True, kw_only=True):
     redis_timeout: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.requests_per_second <= 0:
-            raise ValueError("requests_per_second must be positive")
-        if self.burst is not None and self.burst < 1:
-            raise ValueError("burst must be at least 1")
-        if self.messages_per_second is not None and self.messages_per_second <= 0:
-            raise ValueError("messages_per_second must be positive")
-        if self.message_burst is not None and self.message_burst < 1:
-            raise ValueError("message_burst must be at least 1")
+        # Written so that NaN and infinity fail them too (NaN compares false with everything).
+        if not 0 < self.requests_per_second < math.inf:
+            raise ValueError("requests_per_second must be positive and finite")
+        if self.burst is not None and not 1 <= self.burst < math.inf:
+            raise ValueError("burst must be at least 1 and finite")
+        if self.messages_per_second is not None and not 0 < self.messages_per_second < math.inf:
+            raise ValueError("messages_per_second must be positive and finite")
+        if self.message_burst is not None and not 1 <= self.message_burst < math.inf:
+            raise ValueError("message_burst must be at least 1 and finite")
         if self.headroom is not None and not 0 <= self.headroom < 0.5:
             raise ValueError("headroom must be at least 0 and below 0.5")
         if self.interactive_reserve is not None and not 0 <= self.interactive_reserve < self.request_burst:
             raise ValueError(f"interactive_reserve must be at least 0 and below the burst ({self.request_burst})")
         if self.fallback_share is not None and not 0 < self.fallback_share <= 1:
             raise ValueError("fallback_share must be above 0 and at most 1")
-        if self.redis_timeout <= 0:
+        if not 0 < self.redis_timeout < math.inf:
             raise ValueError("redis_timeout must be positive")
         if self.key is not None and not self.key:
             raise ValueError("key must not be empty")

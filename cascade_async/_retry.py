@@ -66,8 +66,8 @@ class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
             "timeout_cost",
             "success_refund",
         ):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(f"{name} must not be negative (nor NaN)")
 
 
 NO_RETRY: Final = RetryPolicy(max_attempts=1)

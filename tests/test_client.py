@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,9 @@ from cascade_async import (
     CascadeClient,
     Message,
     ProtocolError,
+    RateLimit,
     RateLimitError,
+    RetryPolicy,
     Route,
     ServerError,
     Status,
@@ -87,6 +91,30 @@ def test_base_url_rules(url: str, ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="base_url"):
             CascadeClient(api_key="k", base_url=url)
+
+
+@pytest.mark.parametrize(
+    ("make", "name"),
+    [
+        (lambda v: CascadeClient(api_key="k", linger=v), "linger"),
+        (lambda v: CascadeClient(api_key="k", send_linger=v), "send_linger"),
+        (lambda v: CascadeClient(api_key="k", send_timeout=v if v != v else -v), "send_timeout"),
+        (lambda v: RetryPolicy(deadline=v if v != v else -v), "deadline"),
+        (lambda v: RetryPolicy(initial_wait=v if v != v else -v), "initial_wait"),
+        (lambda v: RateLimit(requests_per_second=v), "requests_per_second"),
+        (lambda v: RateLimit(burst=v), "burst"),
+        (lambda v: RateLimit(messages_per_second=v), "messages_per_second"),
+    ],
+)
+@pytest.mark.parametrize("value", [math.nan, math.inf])
+def test_a_setting_of_nan_or_infinity_is_a_value_error_not_a_silent_stall(
+    make: Callable[[float], object], name: str, value: float
+) -> None:
+    # NaN compares false with every bound, so "< 0" checks let it through: a linger of NaN never sent a
+    # partial batch, a send_timeout of NaN failed every send() at once. (Where infinity means "no limit",
+    # minus infinity stands in for it.)
+    with pytest.raises(ValueError, match=name):
+        make(value)
 
 
 def test_insecure_opt_in() -> None:
