@@ -129,6 +129,16 @@ def _timed_out(entry: _Tracked) -> DeliveryReport:
     return _with_tracking(last, entry.tracking_id, final=False)
 
 
+def _blank(tracking_id: str | None, message_id: str) -> DeliveryReport:
+    return DeliveryReport(
+        message_id=message_id,
+        tracking_id=tracking_id,
+        status=DeliveryStatus.UNKNOWN,
+        final=False,
+        error="not a messageId: the id is empty",
+    )
+
+
 def _with_tracking(report: DeliveryReport, tracking_id: str | None, *, final: bool) -> DeliveryReport:
     return msgspec.structs.replace(report, tracking_id=tracking_id or report.tracking_id, final=final)
 
@@ -166,7 +176,11 @@ async def track(
     async def read() -> None:
         async for item in _aiter(items):
             pair = _pair(item)
-            if pair is not None:
+            if pair is not None and not pair[1].strip():
+                # Its own report, as for an id the status host does not know: the status GET would refuse
+                # it, and that ValueError ended the whole call (no report for any message).
+                await out.put(_blank(*pair))
+            elif pair is not None:
                 await inbox.put(pair)
                 wake.set()
         state["source_done"] = True

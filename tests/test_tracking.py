@@ -97,6 +97,24 @@ def test_track_yields_exactly_one_final_report_per_accepted_message_and_skips_th
     assert "bad" not in host.per_message
 
 
+def test_an_empty_message_id_gets_its_own_report_and_the_other_messages_are_still_tracked() -> None:
+    # A blank id (an empty CSV cell) made the status GET raise ValueError, which ended track() with no
+    # report for any message.
+    host = StatusHost(lifecycle(final_after=2.0))
+    items: list[Any] = [accepted(0), "", ("t-blank", "  "), accepted(1)]
+
+    async def main() -> list[DeliveryReport]:
+        async with client_for(host) as client:
+            return await collect(client.track(items))
+
+    reports = run_virtual(main())
+    assert sorted(r.message_id for r in reports) == ["", "  ", "m0", "m1"]
+    blank = [r for r in reports if not r.message_id.strip()]
+    assert all(not r.final and r.error for r in blank)
+    assert {r.tracking_id for r in blank} == {None, "t-blank"}
+    assert all(r.final for r in reports if r.message_id.strip())
+
+
 def test_track_reads_an_async_iterable_of_results() -> None:
     host = StatusHost(lifecycle(final_after=1.0))
 
