@@ -30,7 +30,17 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route
-from ._outcomes import Attempts, Failed, Recorder, Sending, StopCall, certainly_not_sent, record, record_quietly
+from ._outcomes import (
+    Attempts,
+    Failed,
+    Recorder,
+    Sending,
+    StopCall,
+    certainly_not_sent,
+    not_sent_hook,
+    record,
+    record_quietly,
+)
 from ._ratelimit import Priority, RateLimiter
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
 from ._statuses import Verdict, classify
@@ -256,7 +266,7 @@ class BatchSender:
         except asyncio.CancelledError:
             if recorder is not None and not state.unknown and self.stopped_by is not None:
                 # Cancelled because another batch met a wrong endpoint: so did this one.
-                record_quietly(recorder.not_sent, batch)
+                record_quietly(not_sent_hook(recorder, self.stopped_by), batch)
             raise
         except CascadeError as exc:
             if exc.outcome_unknown:
@@ -264,7 +274,7 @@ class BatchSender:
             elif not state.unknown and certainly_not_sent(exc):
                 state.not_taken(before)
                 if recorder is not None:
-                    record(recorder.not_sent, batch)
+                    record(not_sent_hook(recorder, exc), batch)
             raise
 
     def _before_sleep(
