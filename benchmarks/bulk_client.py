@@ -25,7 +25,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -133,21 +133,23 @@ async def variant_d(url: str, n: int) -> int:
     return accepted
 
 
-async def variant_d_dicts(url: str, n: int) -> int:
+async def _posts(
+    url: str, n: int, prepare: Callable[[int, int], tuple[bytes, Any]], count: Callable[[bytes, Any], int]
+) -> int:
+    """The raw loop of the ceilings and floors: batch after batch, ``prepare(lo, hi)`` makes the body
+    (and what ``count`` needs), posted 8 in flight; ``count(answer, that)`` of each 200 answer."""
     import aiohttp
-    import msgspec
 
-    encode = msgspec.json.Encoder().encode
     accepted = 0
     sem = asyncio.Semaphore(IN_FLIGHT)
 
-    async def post(session: aiohttp.ClientSession, body: bytes, size: int) -> None:
+    async def post(session: aiohttp.ClientSession, body: bytes, made: Any) -> None:
         nonlocal accepted
         try:
             async with session.post(url + ROUTE, data=body, headers=HEADERS) as resp:
-                await resp.read()
+                data = await resp.read()
                 if resp.status == 200:
-                    accepted += size
+                    accepted += count(data, made)
         finally:
             sem.release()
 
@@ -155,53 +157,45 @@ async def variant_d_dicts(url: str, n: int) -> int:
         start()
         tasks = set()
         for lo in range(0, n, BATCH):
-            batch = [wire(i) for i in range(lo, min(n, lo + BATCH))]
-            body = encode(batch)
+            body, made = prepare(lo, min(n, lo + BATCH))
             await sem.acquire()
-            task = asyncio.ensure_future(post(session, body, len(batch)))
+            task = asyncio.ensure_future(post(session, body, made))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
     return accepted
 
 
-async def variant_d_floor(url: str, n: int, messages_given: bool = False) -> int:
-    import aiohttp
+async def variant_d_dicts(url: str, n: int) -> int:
+    import msgspec
 
+    encode = msgspec.json.Encoder().encode
+
+    def prepare(lo: int, hi: int) -> tuple[bytes, int]:
+        batch = [wire(i) for i in range(lo, hi)]
+        return encode(batch), len(batch)
+
+    return await _posts(url, n, prepare, lambda answer, size: size)  # the answer read, not parsed
+
+
+async def variant_d_floor(url: str, n: int, messages_given: bool = False) -> int:
     from cascade_async import Message, Status
     from cascade_async._admission import Admission
     from cascade_async._wire import results_from_acks
 
     admission = Admission(dedupe=True, max_bytes=1_000_000)
     given = [Message.from_dict(wire(i)) for i in range(n)] if messages_given else []
-    accepted = 0
-    sem = asyncio.Semaphore(IN_FLIGHT)
 
-    async def post(session: aiohttp.ClientSession, messages: list[Any], body: bytes) -> None:
-        nonlocal accepted
-        try:
-            async with session.post(url + ROUTE, data=body, headers=HEADERS) as resp:
-                data = await resp.read()
-                if resp.status == 200:
-                    results = results_from_acks(messages, data, attempts=1)
-                    accepted += sum(r.status is Status.ACCEPTED for r in results)
-        finally:
-            sem.release()
+    def prepare(lo: int, hi: int) -> tuple[bytes, list[Message]]:
+        admitted = admission.admit_chunk(given[lo:hi] if messages_given else [wire(i) for i in range(lo, hi)])
+        assert admitted is not None
+        messages, _, body = admitted
+        return body, messages
 
-    async with aiohttp.ClientSession() as session:
-        start()
-        tasks = set()
-        for lo in range(0, n, BATCH):
-            chunk = given[lo : lo + BATCH] if messages_given else [wire(i) for i in range(lo, min(n, lo + BATCH))]
-            admitted = admission.admit_chunk(chunk)
-            assert admitted is not None
-            messages, _, body = admitted
-            await sem.acquire()
-            task = asyncio.ensure_future(post(session, messages, body))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        await asyncio.gather(*tasks)
-    return accepted
+    def count(answer: bytes, messages: list[Message]) -> int:
+        return sum(r.status is Status.ACCEPTED for r in results_from_acks(messages, answer, attempts=1))
+
+    return await _posts(url, n, prepare, count)
 
 
 _clock: dict[str, float] = {}
