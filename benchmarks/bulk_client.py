@@ -15,6 +15,7 @@ Variants:
              No engine: what a stream could cost at best (the rest of its price is the engine's)
   d-floor-messages  the same for Message input (a): Messages built before the clock starts; each
              batch encoded and its ids checked, each answer decoded into ``Result``s
+  d-floor-nodedupe, d-floor-messages-nodedupe  the floors without the id set (``dedupe=False``)
 
 Prints one JSON line: messages, seconds, msgs_per_s, cpu_us_per_msg, peak_rss_mb, accepted.
 """
@@ -178,12 +179,12 @@ async def variant_d_dicts(url: str, n: int) -> int:
     return await _posts(url, n, prepare, lambda answer, size: size)  # the answer read, not parsed
 
 
-async def variant_d_floor(url: str, n: int, messages_given: bool = False) -> int:
+async def variant_d_floor(url: str, n: int, messages_given: bool = False, dedupe: bool = True) -> int:
     from cascade_async import Message, Status
     from cascade_async._admission import Admission
     from cascade_async._wire import results_from_acks
 
-    admission = Admission(dedupe=True, max_bytes=1_000_000)
+    admission = Admission(dedupe=dedupe, max_bytes=1_000_000)
     given = [Message.from_dict(wire(i)) for i in range(n)] if messages_given else []
 
     def prepare(lo: int, hi: int) -> tuple[bytes, list[Message]]:
@@ -220,6 +221,8 @@ def main() -> None:
             "d-dicts": lambda: variant_d_dicts(url, n),
             "d-floor": lambda: variant_d_floor(url, n),
             "d-floor-messages": lambda: variant_d_floor(url, n, messages_given=True),
+            "d-floor-nodedupe": lambda: variant_d_floor(url, n, dedupe=False),
+            "d-floor-messages-nodedupe": lambda: variant_d_floor(url, n, messages_given=True, dedupe=False),
         }[variant]()
         accepted = asyncio.run(coro)
     wall = time.perf_counter() - _clock["wall"]
