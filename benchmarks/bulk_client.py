@@ -9,6 +9,13 @@ Variants:
   d          the client-side ceiling: raw aiohttp posting pre-encoded bytes, not parsing answers
   d-dicts    the ceiling for dict input: builds the same wire dicts, msgspec-encodes each batch of
              500, posts 8 in flight, reads each answer's bytes unparsed; all inside the timed part
+  d-floor    d-dicts plus the per-message work the client promises, hand-rolled with the client's
+             own C-level passes: each batch's dicts validated (``convert_chunk``), its ids checked
+             against every id sent (a set), each answer decoded into ``Result``s and matched by id.
+             No engine: what a stream could cost at best (the rest of its price is the engine's)
+  d-floor-messages  the same for Message input (a): Messages built before the clock starts; each
+             batch encoded and its ids checked, each answer decoded into ``Result``s
+  d-floor-nodedupe, d-floor-messages-nodedupe  the floors without the id set (``dedupe=False``)
 
 Prints one JSON line: messages, seconds, msgs_per_s, cpu_us_per_msg, peak_rss_mb, accepted.
 """
@@ -19,7 +26,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
@@ -127,21 +134,23 @@ async def variant_d(url: str, n: int) -> int:
     return accepted
 
 
-async def variant_d_dicts(url: str, n: int) -> int:
+async def _posts(
+    url: str, n: int, prepare: Callable[[int, int], tuple[bytes, Any]], count: Callable[[bytes, Any], int]
+) -> int:
+    """The raw loop of the ceilings and floors: batch after batch, ``prepare(lo, hi)`` makes the body
+    (and what ``count`` needs), posted 8 in flight; ``count(answer, that)`` of each 200 answer."""
     import aiohttp
-    import msgspec
 
-    encode = msgspec.json.Encoder().encode
     accepted = 0
     sem = asyncio.Semaphore(IN_FLIGHT)
 
-    async def post(session: aiohttp.ClientSession, body: bytes, size: int) -> None:
+    async def post(session: aiohttp.ClientSession, body: bytes, made: Any) -> None:
         nonlocal accepted
         try:
             async with session.post(url + ROUTE, data=body, headers=HEADERS) as resp:
-                await resp.read()
+                data = await resp.read()
                 if resp.status == 200:
-                    accepted += size
+                    accepted += count(data, made)
         finally:
             sem.release()
 
@@ -149,14 +158,45 @@ async def variant_d_dicts(url: str, n: int) -> int:
         start()
         tasks = set()
         for lo in range(0, n, BATCH):
-            batch = [wire(i) for i in range(lo, min(n, lo + BATCH))]
-            body = encode(batch)
+            body, made = prepare(lo, min(n, lo + BATCH))
             await sem.acquire()
-            task = asyncio.ensure_future(post(session, body, len(batch)))
+            task = asyncio.ensure_future(post(session, body, made))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         await asyncio.gather(*tasks)
     return accepted
+
+
+async def variant_d_dicts(url: str, n: int) -> int:
+    import msgspec
+
+    encode = msgspec.json.Encoder().encode
+
+    def prepare(lo: int, hi: int) -> tuple[bytes, int]:
+        batch = [wire(i) for i in range(lo, hi)]
+        return encode(batch), len(batch)
+
+    return await _posts(url, n, prepare, lambda answer, size: size)  # the answer read, not parsed
+
+
+async def variant_d_floor(url: str, n: int, messages_given: bool = False, dedupe: bool = True) -> int:
+    from cascade_async import Message, Status
+    from cascade_async._admission import Admission
+    from cascade_async._wire import results_from_acks
+
+    admission = Admission(dedupe=dedupe, max_bytes=1_000_000)
+    given = [Message.from_dict(wire(i)) for i in range(n)] if messages_given else []
+
+    def prepare(lo: int, hi: int) -> tuple[bytes, list[Message]]:
+        admitted = admission.admit_chunk(given[lo:hi] if messages_given else [wire(i) for i in range(lo, hi)])
+        assert admitted is not None
+        messages, _, body = admitted
+        return body, messages
+
+    def count(answer: bytes, messages: list[Message]) -> int:
+        return sum(r.status is Status.ACCEPTED for r in results_from_acks(messages, answer, attempts=1))
+
+    return await _posts(url, n, prepare, count)
 
 
 _clock: dict[str, float] = {}
@@ -179,6 +219,10 @@ def main() -> None:
             "c": lambda: variant_c(url, n),
             "d": lambda: variant_d(url, n),
             "d-dicts": lambda: variant_d_dicts(url, n),
+            "d-floor": lambda: variant_d_floor(url, n),
+            "d-floor-messages": lambda: variant_d_floor(url, n, messages_given=True),
+            "d-floor-nodedupe": lambda: variant_d_floor(url, n, dedupe=False),
+            "d-floor-messages-nodedupe": lambda: variant_d_floor(url, n, messages_given=True, dedupe=False),
         }[variant]()
         accepted = asyncio.run(coro)
     wall = time.perf_counter() - _clock["wall"]

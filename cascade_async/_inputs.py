@@ -12,7 +12,7 @@ import csv
 import json
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypeAlias
 
 import msgspec
 
@@ -122,28 +122,31 @@ async def read_messages(stream: IO[bytes], fmt: str) -> AsyncIterator[Message | 
         raise ValueError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
-async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
+CsvRow: TypeAlias = tuple[int, dict[str, str | None] | Exception]
+
+
+def csv_rows(stream: IO[bytes], size: int = _CHUNK_LINES) -> Iterator[list[CsvRow]]:
+    """CSV rows as (line, row), in lists of up to ``size`` that end where the input pauses (what
+    came is handed on before a read waits). An unreadable line ends them, as (line, its error)."""
     lines = Lines(stream, universal=True)
     reader = csv.DictReader(lines.text())
-    rows: Iterator[dict[str, str | None]] = iter(reader)
+    chunk: list[CsvRow] = []
+    try:
+        for row in reader:
+            chunk.append((reader.line_num, row))
+            if len(chunk) >= size or not lines.ready():
+                yield chunk
+                chunk = []
+    except (csv.Error, UnicodeDecodeError) as exc:
+        # A line that did not decode was not counted yet; one that csv refused was.
+        chunk.append((reader.line_num + isinstance(exc, UnicodeDecodeError), exc))
+    if chunk:
+        yield chunk
 
-    def next_rows() -> list[tuple[int, dict[str, str | None]] | tuple[int, Exception]]:
-        out: list[tuple[int, dict[str, str | None]] | tuple[int, Exception]] = []
-        while len(out) < _CHUNK_LINES and (not out or lines.ready()):  # hand over before waiting
-            try:
-                row = next(rows)
-            except StopIteration:
-                break
-            except csv.Error as exc:
-                out.append((reader.line_num, exc))
-                break
-            except UnicodeDecodeError as exc:  # the line that did not decode was not counted
-                out.append((reader.line_num + 1, exc))
-                break
-            out.append((reader.line_num, row))
-        return out
 
-    while chunk := await off_loop(next_rows):
+async def _read_csv(stream: IO[bytes]) -> AsyncIterator[Message | BadLine]:
+    chunks = csv_rows(stream)
+    while chunk := await off_loop(next, chunks, None):
         for line, row in chunk:
             if isinstance(row, Exception):
                 yield _bad(line, row)

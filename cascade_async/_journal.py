@@ -136,6 +136,7 @@ class Journal(JournalQueries, JournalRecorder):
         options = json.dumps({"resend_unknown": resend_unknown, "allow_changes": allow_changes})
         with self._db:
             self._db.execute("BEGIN")
+            self._warn_other_input(input_name)
             cur = self._db.execute(
                 "INSERT INTO runs (started_at, input, options) VALUES (?, ?, ?)", (time.time(), input_name, options)
             )
@@ -146,6 +147,22 @@ class Journal(JournalQueries, JournalRecorder):
         stream = client.stream(cast(MessageSource, source), route=route, dedupe=False, recorder=self, priority=priority)
         self._running = weakref.ref(stream)
         return stream
+
+    def _warn_other_input(self, input_name: str | None) -> None:
+        """A warning when the journal's last named input was another one: the ids the two share
+        are taken for the same messages (settled ones skipped, changed ones refused)."""
+        if input_name is None:
+            return
+        row = self._db.execute("SELECT input FROM runs WHERE input IS NOT NULL ORDER BY run DESC LIMIT 1").fetchone()
+        if row is not None and row[0] != input_name:
+            logger.warning(
+                "the journal %s was last used for the input %r, this run reads %r: ids the two share are taken "
+                "for the same messages (settled ones are not sent again; changed ones are refused unless "
+                "changes are allowed); use a new journal for a new job",
+                self.path,
+                row[0],
+                input_name,
+            )
 
     async def send_many(
         self,

@@ -12,13 +12,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Final, Literal
 
-from ._errors import ErrorCode
+from ._errors import CascadeError, ErrorCode
 from ._journal_rows import (
     ACCEPTED_UPDATE,
     COMPLETED_UPSERT,
     DISPATCHED,
     DISPATCHED_NEW,
     NOT_SENT_UPDATE,
+    not_sent_error,
     row_values,
 )
 from ._models import Message, Result, Status
@@ -63,11 +64,16 @@ class JournalRecorder:
                 self._db.execute("PRAGMA synchronous = NORMAL")
 
     def not_sent(self, batch: Sequence[Message]) -> None:
-        # Certainly not delivered (refused, 429, a certain 5xx, a wrong endpoint): resendable after a kill.
+        self.not_sent_because(batch, None)
+
+    def not_sent_because(self, batch: Sequence[Message], error: CascadeError | None) -> None:
+        # Certainly not delivered (refused, 429, a certain 5xx, a wrong endpoint): resendable after a
+        # kill. The failure is kept as the messages' last error, for the journal's reports.
         now = time.time()
+        why = (None,) * 4 if error is None else not_sent_error(error)
         with self._db:
             self._db.execute("BEGIN")
-            self._db.executemany(NOT_SENT_UPDATE, [(now, m.id) for m in batch])
+            self._db.executemany(NOT_SENT_UPDATE, [(now, *why, m.id) for m in batch])
 
     def completed(self, results: Sequence[Result]) -> None:
         now = time.time()

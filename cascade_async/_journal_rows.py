@@ -12,7 +12,7 @@ from ._errors import APIError, CascadeError, ErrorCode, ValidationError
 from ._journal_schema import ACCEPTED, NEW, NOT_SENT, PENDING, REJECTED
 from ._models import Message, Result, Status
 
-__all__ = ["ROW_COLUMNS", "Row", "fingerprint", "recorded_result", "row_values"]
+__all__ = ["ROW_COLUMNS", "Row", "fingerprint", "not_sent_error", "recorded_result", "row_values"]
 
 _encode = msgspec.json.Encoder().encode
 _blake2b = hashlib.blake2b
@@ -34,10 +34,11 @@ UPDATE outcomes SET status = 'accepted', message_id = ?, attempts = max(attempts
     error_line = NULL, gave_up = NULL
 WHERE tracking_id = ?
 """
-NOT_SENT_UPDATE: Final = (
-    f"UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ? "
-    f"WHERE tracking_id = ? AND status = '{PENDING}' AND unknown = 0"
-)
+NOT_SENT_UPDATE: Final = f"""
+UPDATE outcomes SET status = '{NOT_SENT}', updated_at = ?, error_code = ?, error_message = ?,
+    error_kind = ?, error_field = NULL, http_status = ?, error_line = NULL, gave_up = NULL
+WHERE tracking_id = ? AND status = '{PENDING}' AND unknown = 0
+"""
 COMPLETED_UPSERT: Final = """
 INSERT INTO outcomes (tracking_id, status, message_id, error_code, error_message, unknown, attempts, updated_at,
     error_kind, error_field, http_status, error_line, gave_up)
@@ -104,6 +105,11 @@ def row_values(r: Result, now: float) -> tuple[Any, ...]:
         getattr(err, "line", None),
         err.gave_up,
     )
+
+
+def not_sent_error(err: CascadeError) -> tuple[str | None, str, str, int | None]:
+    """The error columns ``not_sent`` writes: code, text, kind and HTTP status of the failure."""
+    return err.code, err.message, type(err).__name__, err.status if isinstance(err, APIError) else None
 
 
 def recorded_result(row: Row) -> Result:

@@ -14,7 +14,7 @@ from ._models import Message, Result, Status, failure
 from ._statuses import Verdict, classify
 from ._wire import encode_batch
 
-__all__ = ["Attempts", "Failed", "Recorder", "Sending", "StopCall"]
+__all__ = ["Attempts", "Failed", "Recorder", "Sending", "StopCall", "not_sent_hook"]
 
 logger = logging.getLogger("cascade_async")
 
@@ -33,7 +33,9 @@ class Recorder(Protocol):
     the final results. An exception from a recorder stops the call.
 
     Optional: ``variables_uploading(variables)``, called before each upload of a templated
-    stream's variables (a journal keeps them, so a resumed job knows what the provider has).
+    stream's variables (a journal keeps them, so a resumed job knows what the provider has);
+    ``not_sent_because(batch, error)``, called instead of ``not_sent`` with the failure that
+    said so (a journal keeps it as the messages' last error).
     """
 
     def dispatched(self, batch: Sequence[Message]) -> None: ...
@@ -112,6 +114,14 @@ def record(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message]) 
         hook(batch)
     except Exception as exc:
         raise StopCall(exc) from exc
+
+
+def not_sent_hook(recorder: Recorder, error: CascadeError) -> Callable[[Sequence[Message]], None]:
+    """The recorder's ``not_sent``, told ``error`` when it takes one (``not_sent_because``)."""
+    because: Callable[[Sequence[Message], CascadeError], None] | None = getattr(recorder, "not_sent_because", None)
+    if because is None:
+        return recorder.not_sent
+    return lambda batch: because(batch, error)
 
 
 def record_quietly(hook: Callable[[Sequence[Message]], None], batch: Sequence[Message]) -> None:

@@ -29,6 +29,8 @@ __all__ = ["MessageSource", "Reader"]
 
 logger = logging.getLogger("cascade_async")
 
+NOT_SENT_AT_CLOSE = "the client was closed before this message was sent"
+
 _Input = Message | Mapping[str, Any] | BadLine | Personalised | Rejected
 MessageSource = Iterable[_Input] | AsyncIterable[_Input]
 
@@ -102,17 +104,20 @@ class Reader:
                     raise
         except asyncio.CancelledError:
             self._leftover += source.held  # gathered while the rows paused
+            self._leftover += source.unrendered_results(ClientClosedError(NOT_SENT_AT_CLOSE))
             raise
-        except Exception:
-            # The rows failed: those of the chunk it cut short were read, so they go out first.
+        except Exception as exc:
+            # The rows failed: those of the chunk it cut short were read, so they go out first,
+            # and those waiting for variable ids that could not be had fail with the reason.
             held, fresh = source.take_held()
             if fresh:
                 self._block_uploads().add(fresh)
-            rows = iter(held)
+            unrendered = source.unrendered_results(CascadeError(f"no variable id could be had for it: {exc!r}"))
+            rest: Iterator[Any] = iter([*held, *unrendered])  # Results pass admission as they are
             try:
-                await self._read_chunks(rows)
+                await self._read_chunks(rest)
             except asyncio.CancelledError:
-                self._leftover += rows
+                self._leftover += rest
                 raise
             raise
 
@@ -142,7 +147,7 @@ class Reader:
                 self._orphans.append(got[0])
         unsent = self._orphans + list(self._batcher.drain())
         self._orphans = []
-        err = ClientClosedError("the client was closed before this message was sent")
+        err = ClientClosedError(NOT_SENT_AT_CLOSE)
         self._rejected += [failure(m.id, Status.FAILED, err.for_message(m.id), 0) for m in unsent]
         self.flush_rejected()
 

@@ -30,7 +30,17 @@ from ._errors import (
 )
 from ._events import BatchSent, EventHook, RetryScheduled, emit
 from ._models import Message, Result, Route
-from ._outcomes import Attempts, Failed, Recorder, Sending, StopCall, certainly_not_sent, record, record_quietly
+from ._outcomes import (
+    Attempts,
+    Failed,
+    Recorder,
+    Sending,
+    StopCall,
+    certainly_not_sent,
+    not_sent_hook,
+    record,
+    record_quietly,
+)
 from ._ratelimit import Priority, RateLimiter
 from ._redact import secrets_in
 from ._retry import RetryBudget, RetryPolicy, Stop, Wait, retry_on, should_retry
@@ -261,7 +271,7 @@ class BatchSender:
             if recorder is not None and not state.unknown and stopped is not None and stopped is not stopped_before:
                 # Cancelled because another batch met a wrong endpoint while this one was out: so did this
                 # one. (A stop met before it left, by an earlier call of the client, says nothing of it.)
-                record_quietly(recorder.not_sent, batch)
+                record_quietly(not_sent_hook(recorder, stopped), batch)
             raise
         except CascadeError as exc:
             if exc.outcome_unknown:
@@ -269,7 +279,7 @@ class BatchSender:
             elif not state.unknown and certainly_not_sent(exc):
                 state.not_taken(before)
                 if recorder is not None:
-                    record(recorder.not_sent, batch)
+                    record(not_sent_hook(recorder, exc), batch)
             raise
 
     def _before_sleep(

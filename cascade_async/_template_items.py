@@ -6,9 +6,11 @@ import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Any, TypeAlias
 
+from ._errors import CascadeError
 from ._inputs import BadLine
+from ._models import Result, Status, failure
 from ._template_codegen import compile_renderer, compile_rows
-from ._template_rows import Job, TemplateItem
+from ._template_rows import Job, Rejected, TemplateItem, duplicate, row_id
 from ._variable_ids import VariablePool
 from ._variables import VariableRun
 
@@ -33,6 +35,9 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         #: Items of ``chunks`` rendered from rows already taken, not handed out yet (a reader
         #: stopped while the rows pause settles them).
         self.held: list[TemplateItem] = []
+        #: Rows taken from the input but not rendered, when waiting for the pool's next block of
+        #: ids failed or was cancelled: the rows and the number of the first (``unrendered_results``).
+        self._unrendered: tuple[list[Any], int] = ([], 0)
 
     async def __anext__(self) -> TemplateItem:
         if self._items is None:
@@ -80,9 +85,13 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                 i += n - first
                 if spent:  # row n (rows[i - 1]) needs a new id and the block is used up
                     item = None
-                    while item is None:
-                        await _refill(job)
-                        item = render(rows[i - 1], n)
+                    try:
+                        while item is None:
+                            await _refill(job)
+                            item = render(rows[i - 1], n)
+                    except BaseException:
+                        self._unrendered = (rows[i - 1 : end], n)  # each still gets its result
+                        raise
                     pending.append(item)
             while len(pending) >= size or (whole_lists and pending):
                 # A list's new variables go with its first chunk (sooner than its later chunks
@@ -111,6 +120,21 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         fresh = pool.take_fresh() if self._job.blocks and pool is not None else None
         _save(pool)
         return held, fresh
+
+    def unrendered_results(self, error: CascadeError) -> list[Result | Rejected]:
+        """A result for each row taken but never rendered (the wait for ids failed or was
+        cancelled): FAILED with ``error``, nothing sent; a repeated id is still a repeat."""
+        rows, first = self._unrendered
+        self._unrendered = ([], 0)
+        job = self._job
+        out: list[Result | Rejected] = []
+        for n, row in enumerate(rows, first):
+            tid, derived = row_id(job, row, n)
+            if job.ids.derived(n) if derived else job.ids.explicit(tid, n):
+                out.append(failure(tid, Status.FAILED, error.for_message(tid), 0))
+            else:
+                out.append(duplicate(tid, n))
+        return out
 
 
 def _save(pool: VariablePool | None) -> None:

@@ -25,7 +25,7 @@ from ._variables import PLACEHOLDER, Variable
 if TYPE_CHECKING:
     from ._templates import Template
 
-__all__ = ["Job", "Personalised", "Rejected", "TemplateItem", "duplicate", "render_checked"]
+__all__ = ["Job", "Personalised", "Rejected", "TemplateItem", "duplicate", "render_checked", "row_id"]
 
 
 # gc=False: it holds a wire dict of strings and Variables (themselves untracked), so it can never
@@ -96,11 +96,17 @@ class Job:
         )
 
 
+def row_id(job: Job, row: object, n: int) -> tuple[str, bool]:
+    """Row ``n``'s tracking id, and whether it is derived (no id column value)."""
+    tid: Any = row.get(job.id_field) if isinstance(row, Mapping) else None
+    if tid is None or tid == "":
+        return f"{job.id_prefix}-{n}", True
+    return tid if type(tid) is str else str(tid), False
+
+
 def render_checked(job: Job, row: Mapping[str, Any] | BadLine, n: int) -> TemplateItem | None:
     """One row, one check at a time; its id checked once the item is decided."""
-    tid: Any = row.get(job.id_field) if isinstance(row, Mapping) else None
-    derived = tid is None or tid == ""
-    tid = f"{job.id_prefix}-{n}" if derived else tid if type(tid) is str else str(tid)
+    tid, derived = row_id(job, row, n)
     item = _decide(job, row, n, tid)
     if item is None:
         return None

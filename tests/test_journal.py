@@ -143,6 +143,53 @@ def test_a_batch_stopped_in_its_backoff_after_a_503_goes_back_to_not_sent_and_th
 
 
 @pytest.mark.parametrize(
+    ("answer", "kind", "status"),
+    [
+        pytest.param(error(503, "UNAVAILABLE"), "ServerError", 503, id="503-in-its-backoff"),
+        pytest.param(error(404), "EndpointError", 404, id="404-a-wrong-url"),
+    ],
+)
+def test_messages_put_back_to_not_sent_keep_the_failure_that_said_so_as_their_last_error(
+    tmp_path: Path, answer: Any, kind: str, status: int
+) -> None:
+    db = str(tmp_path / "j.db")
+
+    async def main() -> None:
+        backing_off = asyncio.Event()
+
+        def hook(event: Event) -> None:
+            if isinstance(event, RetryScheduled):
+                backing_off.set()
+
+        with Journal(db) as journal:
+            async with fake_client(scripted(answer), on_event=hook) as c:
+                stream = journal.stream(c, [msg(i) for i in range(10)])
+                consumer = asyncio.ensure_future(anext(stream.batches()))
+                waiter = asyncio.ensure_future(backing_off.wait())
+                await asyncio.wait([consumer, waiter], return_when="FIRST_COMPLETED")
+                waiter.cancel()
+                consumer.cancel()
+                await asyncio.gather(consumer, waiter, return_exceptions=True)  # a 404 stops the stream
+                await stream.aclose()
+            assert journal.counts() == {"not_sent": 10}
+            recorded = list(journal.results())
+            assert {type(r.error).__name__ for r in recorded} == {kind}
+            assert {getattr(r.error, "status", None) for r in recorded} == {status}
+            assert all(r.status is Status.FAILED and not r.error.outcome_unknown for r in recorded if r.error)
+            last = journal.last_error()
+            assert last is not None
+            assert f"status {status}" in last[1]
+        transport = scripted()
+        with Journal(db) as journal:  # the next run sends them, and their error goes with the acceptance
+            async with fake_client(transport) as c:
+                results = [r async for r in journal.stream(c, [msg(i) for i in range(10)])]
+            assert [r.status for r in results] == [Status.ACCEPTED] * 10
+            assert journal.last_error() is None
+
+    run_virtual(main())
+
+
+@pytest.mark.parametrize(
     ("first_answer", "stops_with"),
     [
         pytest.param(error(404), EndpointError, id="404-a-wrong-url"),

@@ -332,3 +332,28 @@ def test_an_async_source_that_fails_ends_the_journaled_stream_with_its_error(tmp
 
     run_virtual(main())
     assert got == ["m1"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "warned"),
+    [
+        pytest.param("monday.csv", "tuesday.csv", True, id="another-file"),
+        pytest.param("monday.csv", "monday.csv", False, id="the-same-file"),
+        pytest.param(None, "tuesday.csv", False, id="first-named"),
+        pytest.param("monday.csv", None, False, id="unnamed"),
+    ],
+)
+def test_a_run_on_a_journal_last_used_for_another_input_file_gives_a_warning_naming_both(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, first: str | None, second: str | None, warned: bool
+) -> None:
+    db = str(tmp_path / "job.db")
+    run_job(db, [msg(1)], input_name=first)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cascade_async"):
+        second_run = run_job(db, [msg(1), msg(2)], input_name=second)
+    warnings = [r.getMessage() for r in caplog.records if "last used for the input" in r.getMessage()]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert "'monday.csv'" in warnings[0]
+        assert "'tuesday.csv'" in warnings[0]
+    assert second_run["sent"] == ["m2"]  # a warning only: m1 is still settled by the first run

@@ -14,7 +14,6 @@ it may have used for another value.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import datetime as _dt
 import json
@@ -27,7 +26,7 @@ import click
 import msgspec
 
 from .._errors import ErrorCode, JournalError, ValidationError
-from .._inputs import BadLine
+from .._inputs import BadLine, csv_rows
 from .._journal import Journal
 from .._lines import Lines
 from .._models import MessageType
@@ -190,24 +189,16 @@ def _unreadable(line: int, problem: str) -> BadLine:
 
 
 def _csv_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:
-    lines = Lines(stream, universal=True)
-    reader = csv.DictReader(lines.text())
-    chunk: list[Row] = []
-    try:
-        for row in reader:
-            if None in row:
-                chunk.append(_unreadable(reader.line_num, "row has more cells than the header"))
-            else:
-                chunk.append(row)
-            if len(chunk) >= _CHUNK or not lines.ready():  # hand over what came before waiting
-                yield chunk
-                chunk = []
-    except (csv.Error, UnicodeDecodeError) as exc:
-        # A line that did not decode was not counted yet; one that csv refused was.
-        line = reader.line_num + isinstance(exc, UnicodeDecodeError)
-        chunk.append(_unreadable(line, f"unreadable CSV: {exc}; the rest was not read"))
-    if chunk:
-        yield chunk
+    for chunk in csv_rows(stream, _CHUNK):
+        yield [_csv_row(line, row) for line, row in chunk]
+
+
+def _csv_row(line: int, row: dict[str, str | None] | Exception) -> Row:
+    if isinstance(row, Exception):
+        return _unreadable(line, f"unreadable CSV: {row}; the rest was not read")
+    if None in row:
+        return _unreadable(line, "row has more cells than the header")
+    return row
 
 
 def _jsonl_chunks(stream: IO[bytes]) -> Iterator[list[Row]]:

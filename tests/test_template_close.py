@@ -1,0 +1,115 @@
+"""A template job closed at any await keeps its promise: every row taken from the input gets exactly
+one result, including the rows of a list still waiting for the pool's next block of ids."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from cascade_async import CascadeClient, ClientClosedError, Status, Template, VariablePool
+
+from .support import FakeTransport, ok_for, run_virtual
+
+LINKED = Template("Hi {name}! Track it: {link:short_url}")
+
+
+class SlowAllocator:
+    """Ids from 1 up; from the ``slow_from``-th block on, each block waits (as a Redis round trip
+    may) until ``release`` is set."""
+
+    def __init__(self, slow_from: int) -> None:
+        self.next = 1
+        self.calls = 0
+        self.slow_from = slow_from
+        self.waiting = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def allocate(self, count: int) -> range:
+        self.calls += 1
+        if self.calls >= self.slow_from:
+            self.waiting.set()
+            await self.release.wait()
+        start, self.next = self.next, self.next + count
+        return range(start, start + count)
+
+    def state(self) -> dict[str, Any]:
+        return {"kind": "test"}
+
+
+def answering() -> FakeTransport:
+    """Accepts every message and every variable upload."""
+    return FakeTransport(lambda body, n: ok_for(body) if isinstance(body, list) else ok_for([]))
+
+
+def rows(n: int) -> list[dict[str, str]]:
+    return [{"toPhone": f"+38050{i:07d}", "name": f"N{i}", "link": f"https://shop.example/{i}"} for i in range(n)]
+
+
+def test_rows_waiting_for_the_next_block_of_ids_when_the_client_is_closed_each_get_a_result() -> None:
+    n = 50
+
+    async def main() -> tuple[list[Any], int]:
+        allocator = SlowAllocator(slow_from=2)
+        pool = VariablePool(allocator, block_size=10)  # the first block covers rows 1-10
+        results: list[Any] = []
+        client = CascadeClient(api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01)
+        stream = client.stream(LINKED.messages(rows(n), from_name="S", message_type="promo", pool=pool))
+
+        async def consume() -> None:
+            try:
+                async for r in stream:
+                    results.append(r)
+            except ClientClosedError:
+                pass
+
+        consumer = asyncio.ensure_future(consume())
+        await allocator.waiting.wait()  # row 11 waits for its id: rows 11-20 of the list are unrendered
+        await asyncio.sleep(0.5)
+        await client.aclose()
+        await consumer
+        return results, allocator.calls
+
+    results, calls = run_virtual(main())
+    assert calls == 2
+    ids = [r.tracking_id for r in results]
+    assert len(ids) == len(set(ids))  # nothing twice
+    assert sorted(ids) == sorted(f"row-{i}" for i in range(1, 21))  # the rows taken: the first list of 20
+    assert {r.status for r in results} == {Status.FAILED}
+    assert all(isinstance(r.error, ClientClosedError) and not r.error.outcome_unknown for r in results)
+
+
+class FailingAllocator(SlowAllocator):
+    """As ``SlowAllocator``, but the slow block fails (Redis went away)."""
+
+    async def allocate(self, count: int) -> range:
+        self.calls += 1
+        if self.calls >= self.slow_from:
+            raise ConnectionError("Redis is gone")
+        start, self.next = self.next, self.next + count
+        return range(start, start + count)
+
+
+def test_rows_whose_ids_cannot_be_had_fail_with_the_reason_and_the_rows_before_them_are_sent() -> None:
+    async def main() -> tuple[list[Any], BaseException | None]:
+        pool = VariablePool(FailingAllocator(slow_from=2), block_size=10)
+        results: list[Any] = []
+        raised: BaseException | None = None
+        async with CascadeClient(
+            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
+        ) as client:
+            try:
+                async for r in client.stream(LINKED.messages(rows(50), from_name="S", message_type="promo", pool=pool)):
+                    results.append(r)
+            except Exception as exc:
+                raised = exc
+        return results, raised
+
+    results, raised = run_virtual(main())
+    assert isinstance(raised, ConnectionError)  # the input failed: raised after what was read before it
+    by_id = {r.tracking_id: r for r in results}
+    assert len(by_id) == len(results) == 20  # the first list of 20 rows was taken from the input
+    assert [by_id[f"row-{i}"].status for i in range(1, 11)] == [Status.ACCEPTED] * 10
+    unrendered = [by_id[f"row-{i}"] for i in range(11, 21)]
+    assert {r.status for r in unrendered} == {Status.FAILED}
+    assert all("Redis is gone" in str(r.error) for r in unrendered)
+    assert not any(r.error is not None and r.error.outcome_unknown for r in unrendered)
