@@ -17,18 +17,18 @@ its Result, decided here:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import itertools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from operator import attrgetter
 from typing import Any, Final
 
 from ._admission import duplicate, raw_id
 from ._errors import ErrorCode, ValidationError
+from ._journal_input import CHUNK, AsyncInput, Pump, SyncInput
 from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
 from ._models import Message, Result, Status, convert_chunk, failure
@@ -38,7 +38,6 @@ __all__ = ["ResumeFilter"]
 
 logger = logging.getLogger("cascade_async")
 
-CHUNK: Final = 1000
 _INSERT: Final = "INSERT INTO outcomes (tracking_id, status, fingerprint, run, updated_at) VALUES (?, 'new', ?, ?, ?)"
 #: ``unknown`` stays (or becomes) 1 for a message resent while an earlier run's request may have delivered it.
 _TOUCH: Final = (
@@ -77,17 +76,17 @@ class ResumeFilter:
         #: The rest of the chunk being handed on, and an async input's read-ahead: taken from the
         #: input but not yet given to the engine (``unread``).
         self._current: Iterator[Any] | None = None
-        self._pump: _Pump | None = None
+        self._pump: Pump | None = None
 
     @property
     def job_fingerprint(self) -> str:
         return self._job.hexdigest()
 
-    def input(self, items: Iterable[Any] | AsyncIterable[Any]) -> _SyncInput | _AsyncInput:
+    def input(self, items: Iterable[Any] | AsyncIterable[Any]) -> SyncInput | AsyncInput:
         """What the stream reads: ``items`` less what the journal settles, with ``unread``."""
         if isinstance(items, AsyncIterable):
-            return _AsyncInput(self.aiter(items), self.unread)
-        return _SyncInput(self.sync(items), self.unread)
+            return AsyncInput(self.aiter(items), self.unread)
+        return SyncInput(self.sync(items), self.unread)
 
     def sync(self, items: Iterable[Any]) -> Iterator[Any]:
         it = iter(items)
@@ -106,7 +105,7 @@ class ResumeFilter:
         self._finish()
 
     async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
-        pump = self._pump = _Pump(items)
+        pump = self._pump = Pump(items)
         try:
             while (chunk := await pump.take()) is not None:
                 self._current = iter(self.decide(chunk))
@@ -250,82 +249,6 @@ class ResumeFilter:
                 + ("" if self._allow_changes else " (allow_changes / --allow-changes sends the new content)")
             )
         return None
-
-
-class _SyncInput:
-    """The filter's output: iterated once by the stream, which asks ``unread()`` at a client's close."""
-
-    def __init__(self, items: Iterator[Any], unread: Callable[[], list[Any]]) -> None:
-        self._items = items
-        self.unread = unread
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._items
-
-
-class _AsyncInput:
-    """``_SyncInput`` for an async input."""
-
-    def __init__(self, items: AsyncIterator[Any], unread: Callable[[], list[Any]]) -> None:
-        self._items = items
-        self.unread = unread
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._items
-
-
-class _Pump:
-    """Reads an async source ahead into a chunk: whatever has arrived, up to ``CHUNK`` items.
-
-    A fast source gives full chunks; a slow one (a queue that trickles) has each item decided
-    as soon as it arrives, never held back waiting for a chunk to fill.
-    """
-
-    def __init__(self, items: AsyncIterable[Any]) -> None:
-        self._buffer: list[Any] = []
-        self._arrived = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._ended = False
-        self._error: BaseException | None = None
-        self._task = asyncio.get_running_loop().create_task(self._read(items))
-
-    async def _read(self, items: AsyncIterable[Any]) -> None:
-        try:
-            async for item in items:
-                buffer = self._buffer  # take() swaps it for an empty one
-                buffer.append(item)
-                if len(buffer) == 1:
-                    self._arrived.set()
-                elif len(buffer) >= CHUNK:
-                    self._room.clear()
-                    await self._room.wait()
-        except BaseException as exc:  # the source's own failure (or its CancelledError) is the input's
-            if self._task.cancelling():
-                raise
-            self._error = exc
-        finally:
-            self._ended = True
-            self._arrived.set()
-
-    async def take(self) -> list[Any] | None:
-        """The items read since the last call (waiting for at least one); None at the end."""
-        while not self._buffer and not self._ended:
-            self._arrived.clear()
-            await self._arrived.wait()
-        if not self._buffer:
-            if self._error is not None:
-                raise self._error
-            return None
-        chunk, self._buffer = self._buffer, []
-        self._room.set()
-        return chunk
-
-    def close(self) -> list[Any]:
-        """Stop reading ahead; the items read and not taken yet."""
-        self._task.cancel()
-        ahead, self._buffer = self._buffer, []
-        return ahead
 
 
 def _as_messages(chunk: list[Any]) -> tuple[list[Message | None], list[Any], bool]:
