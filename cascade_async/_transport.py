@@ -68,24 +68,27 @@ class AiohttpTransport:
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> RawResponse:
         """Any method (the status host takes GET); ``__call__`` is a POST."""
         session = self._get_session()
+        error: TransportError
         try:
             async with session.request(
                 method, url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False, ssl=self._ssl
             ) as resp:
                 data = await _read_capped(resp, self._max)
                 return RawResponse(resp.status, resp.headers, data)
-        # ``from None``: aiohttp's exceptions carry the request's headers (the credentials) in
-        # ``request_info``; what they say is kept in the message instead.
         except aiohttp.ConnectionTimeoutError as exc:
             # Nothing was sent: safe to try again.
-            raise TimeoutError(f"cannot connect in time: {_describe(exc)}") from None
+            error = TimeoutError(f"cannot connect in time: {_describe(exc)}")
         except aiohttp.ClientConnectorError as exc:
-            raise TransportError(f"cannot connect: {_describe(exc)}") from None
+            error = TransportError(f"cannot connect: {_describe(exc)}")
         except builtins.TimeoutError:
-            raise TimeoutError("request timed out", outcome_unknown=True) from None
+            error = TimeoutError("request timed out", outcome_unknown=True)
         except aiohttp.ClientError as exc:
             # The request may have reached the server before the connection broke.
-            raise TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True) from None
+            error = TransportError(f"connection failed: {_describe(exc)}", outcome_unknown=True)
+        # Raised here, outside the handlers: aiohttp's exceptions carry the request's headers (the
+        # credentials) in ``request_info``, and ``raise ... from None`` inside a handler still keeps
+        # them as the hidden ``__context__``. What they say is in the message instead.
+        raise error
 
     async def aclose(self) -> None:
         self._closed = True

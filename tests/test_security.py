@@ -6,8 +6,9 @@ import asyncio
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -132,6 +133,25 @@ async def test_a_garbled_answer_leaves_no_credential_in_the_error_chain(garbage_
     assert_no_secret(results, secret)
 
 
+@pytest.mark.parametrize("call", ["send_batch", "send", "status"])
+async def test_an_error_raised_to_the_caller_holds_no_credential_even_as_its_hidden_context(
+    garbage_http: str, call: str
+) -> None:
+    # ``raise ... from None`` inside an except block still keeps aiohttp's exception (its request_info
+    # holds the request headers) as __context__: send_batch and status raised that chain.
+    secret = "sk-live-do-not-leak-0123456789"
+    message = Message.from_dict({**MESSAGE, "id": "c1"})
+    async with CascadeClient(api_key=secret, base_url=garbage_http, retry=None, rate_limit=None) as client:
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "send_batch": lambda: client.send_batch([message]),
+            "send": lambda: client.send(message),
+            "status": lambda: client.status("m-1"),
+        }
+        with pytest.raises(TransportError) as caught:
+            await calls[call]()
+    assert_no_secret([Result("c1", Status.FAILED, None, caught.value)], secret)
+
+
 def assert_no_secret(results: list[Result], secret: str) -> None:
     seen: list[BaseException] = []
     for r in results:
@@ -164,6 +184,7 @@ async def test_no_exception_reachable_from_a_result_holds_the_credential() -> No
 )
 @pytest.mark.parametrize("name", ["base_url", "status_base_url"])
 def test_a_refused_base_url_is_not_quoted_in_the_error_since_it_may_hold_a_key(url: str, name: str) -> None:
+    options: dict[str, Any] = {name: url}
     with pytest.raises(ValueError, match=name) as caught:
-        CascadeClient(api_key="k", **{name: url})
+        CascadeClient(api_key="k", **options)
     assert "SECRET" not in str(caught.value)
