@@ -96,8 +96,13 @@ class Coalescer:
         deadline = asyncio.timeout(limit)
         try:
             async with deadline:
-                if not self._batcher.offer(waiter, size):
-                    await self._batcher.put(waiter, size)
+                try:
+                    if not self._batcher.offer(waiter, size):
+                        await self._batcher.put(waiter, size)
+                except ClientClosedError:  # the client closed while this caller waited for room
+                    raise ClientClosedError(
+                        "the client was closed before this message was sent", tracking_id=message.id
+                    ) from None
                 return await waiter.future
         except builtins.TimeoutError as exc:
             if not deadline.expired():

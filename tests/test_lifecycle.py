@@ -210,6 +210,7 @@ def test_every_send_queued_behind_a_full_batch_fails_after_close_timeout_however
     assert pending == 0
     assert len(errors) == 9
     assert all(isinstance(e, ClientClosedError) for e in errors), errors
+    assert sorted(str(e.tracking_id) for e in errors if isinstance(e, ClientClosedError)) == [f"m{i}" for i in range(9)]
 
 
 def test_send_timeout_raises_timeout_error_and_the_message_is_not_sent_later() -> None:
