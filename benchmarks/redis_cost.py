@@ -84,9 +84,9 @@ async def main() -> None:
         if server is not None:
             server.kill()
     print(f"{'limiter':<16} {'priority':<12} {'tasks':>5} {'p50 µs':>8} {'p99 µs':>8} {'CPU µs':>8} {'acq/s':>9}")
-    for name, priority, concurrency, r in rows:
+    for name, level, concurrency, r in rows:
         print(
-            f"{name:<16} {priority:<12} {concurrency:>5} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} "
+            f"{name:<16} {level:<12} {concurrency:>5} {r['p50_us']:>8.1f} {r['p99_us']:>8.1f} "
             f"{r['cpu_us']:>8.1f} {r['per_s']:>9.0f}"
         )
 

@@ -49,7 +49,7 @@ def bulk(n: int, latency: float, repeats: int) -> list[dict[str, Any]]:
         # Ratios are taken per round (each run against the ceilings' runs of the same round,
         # which ran next to it), then the median over the rounds: the machine's drift cancels.
         def paired(key: str, against: str, v: list[dict[str, Any]] = variant_runs) -> float:
-            return statistics.median(r[key] / o[key] for r, o in zip(v, runs[against], strict=False))
+            return float(statistics.median(r[key] / o[key] for r, o in zip(v, runs[against], strict=False)))
 
         ratios = {
             "throughput_vs_d": paired("msgs_per_s", "d"),

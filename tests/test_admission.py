@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,7 @@ def test_a_fast_path_message_pickled_before_the_models_split_still_loads() -> No
 
 # --- the C fast path accepts nothing the full checks refuse -------------------------------------
 
+
 def _mostly(valid: Any, hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Usually a valid value, sometimes a hostile one: so that a chunk often passes every other
     check and the one hostile field is what the fast path must catch."""
@@ -273,7 +275,7 @@ _KINDS = ["dict", "Message", "invalid", "no id", "not a message", "too large", "
 
 
 def _input(kind: str, i: int) -> Any:
-    return {
+    makers: dict[str, Callable[[], Any]] = {
         "dict": lambda: msg(i),
         "Message": lambda: Message.from_dict(msg(i)),
         "invalid": lambda: msg(i, toPhone="not a phone"),
@@ -281,7 +283,8 @@ def _input(kind: str, i: int) -> Any:
         "not a message": lambda: 42,
         "too large": lambda: msg(i, text="x" * 5000),
         "Result": lambda: Result(tracking_id=msg(i)["id"], status=Status.ACCEPTED, message_id=f"earlier-{i}"),
-    }[kind]()
+    }
+    return makers[kind]()
 
 
 @hypothesis.settings(max_examples=80, deadline=None)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Sequence
 
 from cascade_async._batching import Batcher
 
 from .support import run_virtual
 
 
-def measure(items: list[str]) -> int:
+def measure(items: Sequence[str]) -> int:
     return len(json.dumps(items, separators=(",", ":")))
 
 

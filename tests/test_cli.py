@@ -31,7 +31,9 @@ def wire(i: int, **over: Any) -> dict[str, Any]:
     return d
 
 
-def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     full_env = {k: v for k, v in os.environ.items() if k != "CASCADE_API_KEY"}
     full_env.update(env or {})
     return subprocess.run(
@@ -41,7 +43,7 @@ def run(*args: str, stdin: bytes | None = None, env: dict[str, str] | None = Non
         env=full_env,
         timeout=120,
         check=False,
-    )  # type: ignore[call-overload,no-any-return]
+    )
 
 
 def text(p: subprocess.CompletedProcess[Any]) -> str:

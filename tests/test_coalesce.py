@@ -108,7 +108,7 @@ def test_a_caller_cancelled_in_flight_does_not_disturb_the_others() -> None:
 def test_the_same_id_from_two_callers_is_sent_for_each() -> None:
     t = FakeTransport()
 
-    async def main() -> list[Result]:
+    async def main() -> tuple[Result, Result, Result]:
         async with make(t) as c:
             return await asyncio.gather(c.send(msg(1)), c.send(msg(1, text="second")), c.send(msg(2)))
 

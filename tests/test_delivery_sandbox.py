@@ -29,7 +29,7 @@ async def test_a_message_walks_scheduled_processing_then_delivered_with_channels
     async with Sandbox(delivery_steps=(0.3, 0.3)) as sb, CascadeClient(api_key="k", base_url=sb.url) as client:
         result = await client.send(message(1))
         assert result.message_id is not None
-        seen = []
+        seen: list[Any] = []
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             report = await client.status(result.message_id)

@@ -67,7 +67,9 @@ async def test_messages_api_lists_newest_first_with_the_documented_fields(sb: Sa
 
 async def test_the_message_id_in_the_inbox_is_the_one_the_client_got(sb: Sandbox) -> None:
     async with CascadeClient(api_key="k", base_url=sb.url) as client:
-        result = await client.send(Message(id="c1", from_name="S", to_phone=PHONE, message_type="promo", text="x"))
+        result = await client.send(
+            Message(id="c1", from_name="S", to_phone=PHONE, message_type=MessageType.PROMO, text="x")
+        )
     assert sb.messages()[0].message_id == result.message_id
 
 
@@ -191,7 +193,7 @@ async def test_retention_by_count_is_exact_and_keeps_the_newest() -> None:
 
 def test_retention_by_age_drops_old_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [1000.0]
-    monkeypatch.setattr(inbox_module.time, "time", lambda: now[0])
+    monkeypatch.setattr(inbox_module.time, "time", lambda: now[0])  # type: ignore[attr-defined]
     inbox = Inbox(max_messages=100, max_age=60)
     inbox.add([wire(1)], ["id-1"], SEND)
     now[0] += 59
@@ -324,7 +326,9 @@ async def test_wait_for_async_works_with_a_sandbox_in_a_thread() -> None:
     with SandboxThread() as sb:
         waiting = asyncio.create_task(sb.wait_for_async(q="5151", timeout=5))
         async with CascadeClient(api_key="k", base_url=sb.url) as client:
-            await client.send(Message(id="t2", from_name="S", to_phone=PHONE, message_type="promo", text="code 5151"))
+            await client.send(
+                Message(id="t2", from_name="S", to_phone=PHONE, message_type=MessageType.PROMO, text="code 5151")
+            )
         assert (await waiting).tracking_id == "t2"
 
 

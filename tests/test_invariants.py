@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -155,7 +156,12 @@ def test_every_template_row_taken_from_the_source_ends_in_exactly_one_result(
             taken.extend(r["id"] for r in part)
             yield part
 
-    source = {"rows": plain, "async rows": trickle, "row lists": lambda: RowLists(lists())}[kind]()
+    makers: dict[str, Callable[[], Any]] = {
+        "rows": plain,
+        "async rows": trickle,
+        "row lists": lambda: RowLists(lists()),
+    }
+    source = makers[kind]()
 
     async def main() -> list[str]:
         c = CascadeClient(

@@ -138,7 +138,11 @@ async def test_the_journal_after_duplicated_out_of_order_webhooks_beside_a_writi
     Journal(path).close()  # the job's journal exists before the receiver opens it
     db = connect(path)
     app = web.Application()
-    app.router.add_post("/webhook", webhooks.aiohttp_handler(lambda r: apply_report(db, r), token="s"))
+
+    def record(report: DeliveryReport) -> None:
+        apply_report(db, report)
+
+    app.router.add_post("/webhook", webhooks.aiohttp_handler(record, token="s"))
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -201,7 +201,7 @@ def server() -> Iterator[Sandbox]:
         yield sb
 
 
-def cli_send(src: Path, db: Path, url: str, *more: str) -> subprocess.CompletedProcess[str]:
+def cli_send(src: Path, db: Path, url: str, *more: str) -> subprocess.CompletedProcess[bytes]:
     return run(*send_args(src, db, url, "--batch-size", "50", *more))
 
 

@@ -326,7 +326,7 @@ def test_a_caller_that_timed_out_is_left_out_of_isolation_requests() -> None:
 def test_a_repeated_id_whose_caller_timed_out_is_not_sent_in_the_next_round() -> None:
     t = FakeTransport(latency=2.0)
 
-    async def main() -> list[Result | BaseException]:
+    async def main() -> tuple[Result | BaseException, Result | BaseException]:
         async with make(t, send_timeout=1.5) as c:
             return await asyncio.gather(c.send(msg(1)), c.send(msg(1, text="again")), return_exceptions=True)
 

@@ -312,7 +312,12 @@ def test_a_fallback_is_only_for_flashcalls_and_never_takes_the_chunk_path() -> N
     assert info.value.field == "fallback"
     with pytest.raises(ValidationError, match="fallback"):
         Message(
-            id="a", from_name="S", to_phone="+380501234567", message_type="promo", text="x", fallback=Fallback(text="y")
+            id="a",
+            from_name="S",
+            to_phone="+380501234567",
+            message_type=MessageType.PROMO,
+            text="x",
+            fallback=Fallback(text="y"),
         )
     assert convert_chunk([base(fallback={"messageType": "transaction", "text": "x"})]) is None
 

@@ -128,7 +128,8 @@ def test_web_workers_and_a_bulk_cli_job_share_one_account(valkey: RedisServer, t
                     text=True,
                 )
                 time.sleep(1.5)  # the bulk job saturates the account
-                latencies, live = [], 0
+                latencies: list[float] = []
+                live = 0
                 with redis.Redis.from_url(valkey.url) as r:
                     while cli.poll() is None and len(latencies) < 25:
                         began = time.perf_counter()

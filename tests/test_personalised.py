@@ -14,6 +14,7 @@ from cascade_async import (
     ErrorCode,
     LocalIdAllocator,
     Message,
+    MessageType,
     Personalised,
     RetryPolicy,
     Status,
@@ -67,7 +68,7 @@ async def test_variables_are_at_the_sandbox_before_the_messages_that_use_them(sa
 
 
 async def test_a_message_sent_before_its_variables_is_refused_by_the_sandbox(sandbox: Sandbox) -> None:
-    msg = Message(id="a", from_name="S", to_phone="+380501234567", message_type="promo", text="Hi %name=77%")
+    msg = Message(id="a", from_name="S", to_phone="+380501234567", message_type=MessageType.PROMO, text="Hi %name=77%")
     async with client(sandbox, retry=RetryPolicy(max_attempts=1)) as c:
         report = await c.send_many([msg])
         assert report["a"].status is Status.REJECTED
@@ -174,7 +175,7 @@ def test_messages_whose_variables_failed_to_upload_are_never_sent(status: int, o
         policy = RetryPolicy(max_attempts=2, initial_wait=0.01)
         async with CascadeClient(api_key="k", transport=transport, retry=policy, rate_limit=None) as c:
             items: list[Any] = [
-                Message(id="plain", from_name="S", to_phone="+380501234567", message_type="promo", text="x")
+                Message(id="plain", from_name="S", to_phone="+380501234567", message_type=MessageType.PROMO, text="x")
             ]
             items += [item async for item in LINKED.messages(rows(3), from_name="S", message_type="promo")]
             report = await c.send_many(items)
@@ -202,7 +203,9 @@ def test_a_trickle_of_values_waits_at_most_linger_for_company() -> None:
     async def main() -> float:
         async with CascadeClient(api_key="k", transport=transport, rate_limit=None, linger=0.05) as c:
             uploads = Uploads(c._sender, linger=0.05)
-            msg = Message(id="a", from_name="S", to_phone="+380501234567", message_type="promo", text="%url=5%")
+            msg = Message(
+                id="a", from_name="S", to_phone="+380501234567", message_type=MessageType.PROMO, text="%url=5%"
+            )
             uploads.register([msg], [(Variable(5, VariableType.URL, "https://a.example"),)])
             start = asyncio.get_running_loop().time()
             assert await uploads.ensure([msg]) == ([msg], [])

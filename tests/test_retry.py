@@ -22,7 +22,7 @@ from .support import timeout_error
 
 
 def api(cls: type[CascadeError], status: int, **kw: object) -> CascadeError:
-    return cls("x", status=status, **kw)  # type: ignore[call-arg]
+    return cls("x", status=status, **kw)  # type: ignore[call-arg,arg-type]
 
 
 @pytest.mark.parametrize(

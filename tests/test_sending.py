@@ -159,7 +159,7 @@ def test_each_result_owns_its_exception() -> None:
     errors = [r.error for r in results]
     assert len({id(e) for e in errors}) == 3
     assert all(isinstance(e, ServerError) for e in errors)
-    assert sorted(e.tracking_id for e in errors if e is not None) == ["m0", "m1", "m2"]
+    assert sorted(str(e.tracking_id) for e in errors if e is not None) == ["m0", "m1", "m2"]
 
 
 def test_coalesced_callers_get_their_own_exception_objects() -> None:

@@ -112,10 +112,10 @@ def test_template_rows_from_a_pipe_come_as_they_arrive(pipe: Any, fmt: str, head
 
     async def main() -> None:
         write(head + line(0) + line(1))
-        lists = read_rows(stream, fmt).lists
+        lists = aiter(read_rows(stream, fmt).lists)
         got: list[Any] = []
         while len(got) < 2:
-            got += await within(lists.__anext__(), close)
+            got += await within(anext(lists), close)
         assert [r["toPhone"] for r in got] == ["+380501234560", "+380501234561"]
         close()
         assert [r async for part in lists for r in part] == []

@@ -53,6 +53,7 @@ async def test_each_new_variable_comes_once_with_the_first_chunk_that_uses_it() 
         assert not handed.keys() & new.keys()  # each value handed over once
         handed |= new
         for item in chunk:
+            assert isinstance(item, dict)
             assert ids_in(item["text"]) <= handed.keys()  # this chunk's block or an earlier one
     assert sorted(handed.values()) == sorted({r["link"] for r in data})
 

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cascade_async import (
+    BadLine,
     ErrorCode,
     LocalIdAllocator,
     Message,
@@ -31,7 +32,7 @@ MISSING = ErrorCode.MISSING_VARIABLE
 SHORT = VariableType.SHORT_URL
 
 
-async def collect(template: Template, rows: Iterable[Mapping[str, Any]], **kwargs: Any) -> list[TemplateItem]:
+async def collect(template: Template, rows: Iterable[Mapping[str, Any] | BadLine], **kwargs: Any) -> list[TemplateItem]:
     kwargs.setdefault("from_name", "Shop")
     kwargs.setdefault("message_type", "promo")
     return [item async for item in template.messages(rows, **kwargs)]
@@ -385,7 +386,7 @@ def test_the_fast_path_renders_exactly_what_the_checked_path_does(
 
 
 async def test_a_readers_bad_line_in_a_rows_place_is_rejected_with_its_line_and_reason() -> None:
-    from cascade_async import BadLine, ValidationError
+    from cascade_async import ValidationError
 
     bad = BadLine(7, ValidationError("not valid JSON", field=None, tracking_id=None, code="UNPARSEABLE", line=7))
     items = await collect(Template("Hi {name}"), [{"toPhone": PHONE, "name": "A"}, bad], id_prefix="f")

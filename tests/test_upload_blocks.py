@@ -45,6 +45,8 @@ async def test_the_pool_hands_over_each_new_value_once_and_keeps_its_id() -> Non
     await pool.refill()
     a = pool.new_id(SHORT, "https://a.example/")
     b = pool.new_id(URL, "https://b.example/")
+    assert a is not None
+    assert b is not None
     assert pool.ids(SHORT) == {"https://a.example/": a}
     assert [(r.type, r.ids, r.values) for r in pool.take_fresh()] == [
         (URL, [b], ["https://b.example/"]),
@@ -90,7 +92,7 @@ def test_the_same_link_keeps_its_id_across_chunks_and_is_uploaded_once() -> None
     uploaded: dict[int, str] = {}
     for _, url, _, body in transport.calls:
         if url.endswith(ITEMS):
-            for var in body["variables"]:  # type: ignore[call-overload]
+            for var in body["variables"]:
                 assert var["id"] not in uploaded  # each id once
                 uploaded[var["id"]] = var["value"]
         else:
@@ -127,7 +129,7 @@ def test_pending_runs_go_up_oldest_first_in_bodies_of_at_most_a_block() -> None:
             assert uploads.requests == 3
 
     run_virtual(main())
-    bodies = [call[3]["variables"] for call in transport.calls]  # type: ignore[call-overload]
+    bodies = [call[3]["variables"] for call in transport.calls]
     assert [len(b) for b in bodies] == [1000, 1000, 101]
     sent = [v for b in bodies for v in b]
     assert sent == [v for run in runs for v in _wire(run)]
@@ -163,4 +165,4 @@ def test_a_cancelled_upload_puts_its_values_back_first_and_the_next_batch_upload
             assert await uploads.ensure([]) == ([], [])
 
     run_virtual(main())
-    assert [[v["id"] for v in call[3]["variables"]] for call in transport.calls] == [[1, 2], [1, 2], [3]]  # type: ignore[call-overload]
+    assert [[v["id"] for v in call[3]["variables"]] for call in transport.calls] == [[1, 2], [1, 2], [3]]
