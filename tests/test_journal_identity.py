@@ -13,7 +13,7 @@ import pytest
 
 from cascade_async import CascadeClient, ErrorCode, Journal, JournalError, JournalLockedError, Status
 from cascade_async._journal_schema import SCHEMA_VERSION
-from cascade_async._journal_source import CHUNK
+from cascade_async._journal_input import CHUNK
 
 from .support import FakeTransport, error, msg, run_virtual, scripted
 
