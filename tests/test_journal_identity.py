@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cascade_async import CascadeClient, ErrorCode, Journal, JournalError, JournalLockedError, Status
-from cascade_async._journal_schema import SCHEMA_VERSION
 from cascade_async._journal_input import CHUNK
+from cascade_async._journal_schema import SCHEMA_VERSION
 
 from .support import FakeTransport, error, msg, run_virtual, scripted
 
