@@ -71,7 +71,7 @@ async def test_waiters_in_different_processes_are_served_in_booking_order_one_sl
         tasks = []
         for i in (3, 1, 0, 2):  # booking order, not limiter order
             tasks.append(asyncio.create_task(one(i)))
-            await answered[i].wait()  # booked before the next one books
+            await asyncio.wait_for(answered[i].wait(), 10)  # booked before the next one books
         await asyncio.gather(*tasks)
         assert [i for i, _ in done] == [3, 1, 0, 2]
         gaps = [b - a for (_, a), (_, b) in itertools.pairwise(done)]
