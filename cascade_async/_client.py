@@ -126,6 +126,8 @@ class CascadeClient(ClientSettings, ClientLifecycle, SingleSends, DeliveryMethod
             max_in_flight=max_in_flight,
             send_timeout=send_timeout,
             max_isolation_requests=max_isolation_requests,
+            timeout=timeout,
+            close_timeout=close_timeout,
         )
         self._batch_size = batch_size
         self._max_batch_bytes = max_batch_bytes

@@ -9,6 +9,8 @@ import os
 from typing import Final
 from urllib.parse import urlsplit
 
+import aiohttp
+
 from ._models import Route
 from ._ratelimit import RateLimit
 from ._retry import RetryPolicy
@@ -123,6 +125,8 @@ def check_sending(
     max_in_flight: int,
     send_timeout: float | None,
     max_isolation_requests: int,
+    timeout: float | aiohttp.ClientTimeout = 30.0,
+    close_timeout: float = 10.0,
 ) -> None:
     if not 1 <= batch_size <= MAX_BATCH:
         raise ValueError(f"batch_size must be 1 to {MAX_BATCH}, got {batch_size}")
@@ -140,6 +144,10 @@ def check_sending(
         raise ValueError(f"send_timeout must be positive (or None for no limit), got {send_timeout}")
     if max_isolation_requests < 2:
         raise ValueError("max_isolation_requests must be at least 2 (one split)")
+    if not isinstance(timeout, aiohttp.ClientTimeout) and not 0 < timeout < math.inf:
+        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout}")
+    if not 0 <= close_timeout < math.inf:
+        raise ValueError(f"close_timeout must be a finite number of seconds, at least 0, got {close_timeout}")
 
 
 def default_rate_limit() -> RateLimit:

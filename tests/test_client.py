@@ -99,6 +99,8 @@ def test_base_url_rules(url: str, ok: bool) -> None:
         (lambda v: CascadeClient(api_key="k", linger=v), "linger"),
         (lambda v: CascadeClient(api_key="k", send_linger=v), "send_linger"),
         (lambda v: CascadeClient(api_key="k", send_timeout=v if v != v else -v), "send_timeout"),
+        (lambda v: CascadeClient(api_key="k", timeout=v), "timeout"),
+        (lambda v: CascadeClient(api_key="k", close_timeout=v), "close_timeout"),
         (lambda v: RetryPolicy(deadline=v if v != v else -v), "deadline"),
         (lambda v: RetryPolicy(initial_wait=v if v != v else -v), "initial_wait"),
         (lambda v: RateLimit(requests_per_second=v), "requests_per_second"),
