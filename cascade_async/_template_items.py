@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, cast
 
 from ._errors import CascadeError
 from ._inputs import BadLine
 from ._models import Result, Status, failure
 from ._template_codegen import compile_renderer, compile_rows
-from ._template_rows import Job, Rejected, TemplateItem, duplicate, row_id
+from ._template_rows import Job, Rejected, TemplateItem, duplicate, render_checked, row_id
 from ._variable_ids import VariablePool
 from ._variables import VariableRun
 
@@ -123,12 +123,16 @@ class TemplateItems(AsyncIterator[TemplateItem]):
 
     def unrendered_results(self, error: CascadeError) -> list[Result | Rejected]:
         """A result for each row taken but never rendered (the wait for ids failed or was
-        cancelled): FAILED with ``error``, nothing sent; a repeated id is still a repeat."""
+        cancelled): FAILED with ``error``, nothing sent; a repeated id is still a repeat, and a row
+        that is no mapping (a reader's ``BadLine``) is REJECTED as it would have been."""
         rows, first = self._unrendered
         self._unrendered = ([], 0)
         job = self._job
         out: list[Result | Rejected] = []
         for n, row in enumerate(rows, first):
+            if not isinstance(row, Mapping):  # an unreadable line needs no id: refused for what it is
+                out.append(cast(Rejected, render_checked(job, row, n)))
+                continue
             tid, derived = row_id(job, row, n)
             if job.ids.derived(n) if derived else job.ids.explicit(tid, n):
                 out.append(failure(tid, Status.FAILED, error.for_message(tid), 0))

@@ -6,7 +6,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from cascade_async import CascadeClient, ClientClosedError, Status, Template, VariablePool
+import pytest
+
+from cascade_async import (
+    BadLine,
+    CascadeClient,
+    ClientClosedError,
+    ErrorCode,
+    Status,
+    Template,
+    ValidationError,
+    VariablePool,
+)
 
 from .support import FakeTransport, ok_for, run_virtual
 
@@ -113,3 +124,32 @@ def test_rows_whose_ids_cannot_be_had_fail_with_the_reason_and_the_rows_before_t
     assert {r.status for r in unrendered} == {Status.FAILED}
     assert all("Redis is gone" in str(r.error) for r in unrendered)
     assert not any(r.error is not None and r.error.outcome_unknown for r in unrendered)
+
+
+def test_an_unreadable_line_among_the_rows_waiting_for_ids_is_rejected_with_its_line_not_failed() -> None:
+    unreadable = ValidationError("not valid JSON", field=None, tracking_id=None, code=ErrorCode.UNPARSEABLE, line=15)
+    bad = BadLine(15, unreadable)
+    given: list[Any] = [*rows(14), bad, *rows(50)[15:]]
+
+    async def main() -> list[Any]:
+        pool = VariablePool(FailingAllocator(slow_from=2), block_size=10)
+        results: list[Any] = []
+
+        async def read(client: CascadeClient) -> None:
+            async for r in client.stream(LINKED.messages(given, from_name="S", message_type="promo", pool=pool)):
+                results.append(r)
+
+        async with CascadeClient(
+            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
+        ) as client:
+            with pytest.raises(ConnectionError):
+                await read(client)
+        return results
+
+    by_id = {r.tracking_id: r for r in run_virtual(main())}
+    assert len(by_id) == 20
+    line = by_id["row-15"]  # row 15 never needed an id: it is refused for what it is
+    assert line.status is Status.REJECTED
+    assert isinstance(line.error, ValidationError)
+    assert line.error.line == 15
+    assert by_id["row-16"].status is Status.FAILED
