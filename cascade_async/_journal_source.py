@@ -27,11 +27,12 @@ from operator import attrgetter
 from typing import Any, Final
 
 from ._admission import duplicate, raw_id
-from ._errors import ErrorCode, ValidationError
+from ._errors import ClientClosedError, ErrorCode, ValidationError
 from ._journal_input import CHUNK, AsyncInput, Pump, SyncInput
 from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
 from ._models import Message, Result, Status, convert_chunk, failure
+from ._reading import NOT_SENT_AT_CLOSE
 from ._templates import Personalised
 
 __all__ = ["ResumeFilter"]
@@ -77,6 +78,7 @@ class ResumeFilter:
         #: input but not yet given to the engine (``unread``).
         self._current: Iterator[Any] | None = None
         self._pump: Pump | None = None
+        self._items: object = None  # an async input (a template's items may have rows unread)
 
     @property
     def job_fingerprint(self) -> str:
@@ -105,6 +107,7 @@ class ResumeFilter:
         self._finish()
 
     async def aiter(self, items: AsyncIterable[Any]) -> AsyncIterator[Any]:
+        self._items = items
         pump = self._pump = Pump(items)
         try:
             while (chunk := await pump.take()) is not None:
@@ -123,7 +126,25 @@ class ResumeFilter:
         self._current = None
         if self._pump is not None and (ahead := self._pump.close()):
             left += self.decide(ahead)
+        # A template read a row at a time from a reader's lists: the rest of its current list.
+        unread_results = getattr(self._items, "unread_results", None)
+        if unread_results is not None:
+            left += self._as_recorded(unread_results(ClientClosedError(NOT_SENT_AT_CLOSE)))
         return left
+
+    def _as_recorded(self, results: list[Any]) -> list[Any]:
+        """Results for rows taken but never rendered: one an earlier run recorded keeps that result."""
+        ids = [r.tracking_id for r in results if isinstance(r, Result)]
+        found: dict[str, Row] = {}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            query = f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({','.join('?' * len(part))})"
+            found.update((row[0], Row(*row)) for row in self._db.execute(query, part))
+        out = []
+        for r in results:
+            row = found.get(r.tracking_id) if isinstance(r, Result) else None
+            out.append(recorded_result(row) if row is not None and row.run != self.run else r)
+        return out
 
     def decide(self, chunk: list[Any]) -> list[Any]:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""

@@ -38,11 +38,43 @@ class TemplateItems(AsyncIterator[TemplateItem]):
         #: Rows taken from the input but not rendered, when waiting for the pool's next block of
         #: ids failed or was cancelled: the rows and the number of the first (``unrendered_results``).
         self._unrendered: tuple[list[Any], int] = ([], 0)
+        #: Iterated a row at a time from a ``RowLists``: its current list, the number of the row
+        #: before its first, and the index of its first row not handed on (``unread_results``).
+        self._list: tuple[list[Any], int] = ([], 0)
+        self._at = 0
 
     async def __anext__(self) -> TemplateItem:
         if self._items is None:
-            self._items = _generate(self._job, self._rows)
+            rows = self._rows
+            self._items = self._one_by_one(rows) if isinstance(rows, RowLists) else _generate(self._job, rows)
         return await self._items.__anext__()
+
+    async def _one_by_one(self, lists: RowLists) -> AsyncIterator[TemplateItem]:
+        """A reader's lists a row at a time (a journal reads them so); the rows of the current
+        list not handed on yet are known, for a reader stopped mid-list (``unread_results``)."""
+        job = self._job
+        render = compile_renderer(job)
+        n = 0
+        async for rows in lists.lists:
+            self._list = (rows, n)
+            for i, row in enumerate(rows):
+                n += 1
+                self._at = i
+                item = render(row, n)
+                while item is None:
+                    await _refill(job)
+                    item = render(row, n)
+                self._at = i + 1
+                yield item
+            self._list = ([], n)
+
+    def unread_results(self, error: CascadeError) -> list[Result | Rejected]:
+        """Iterated a row at a time: a result (as ``unrendered_results``) for each row of the
+        current list of a ``RowLists`` not handed on yet."""
+        rows, n = self._list
+        self._list = ([], n)
+        self._unrendered = (rows[self._at :], n + self._at + 1)
+        return self.unrendered_results(error)
 
     async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
         """The items in lists of up to ``size``. Rows from an async source that pauses wait in

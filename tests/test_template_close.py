@@ -4,6 +4,8 @@ one result, including the rows of a list still waiting for the pool's next block
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +15,14 @@ from cascade_async import (
     CascadeClient,
     ClientClosedError,
     ErrorCode,
+    Journal,
+    LocalIdAllocator,
     Status,
     Template,
     ValidationError,
     VariablePool,
 )
+from cascade_async._templates import RowLists
 
 from .support import FakeTransport, ok_for, run_virtual
 
@@ -153,3 +158,45 @@ def test_an_unreadable_line_among_the_rows_waiting_for_ids_is_rejected_with_its_
     assert isinstance(line.error, ValidationError)
     assert line.error.line == 15
     assert by_id["row-16"].status is Status.FAILED
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["a first run", "a run resuming an earlier one"])
+def test_a_journaled_template_job_closed_mid_list_gives_every_row_it_took_a_result(
+    tmp_path: Path, resumed: bool
+) -> None:
+    taken: list[str] = []
+    pool = VariablePool(LocalIdAllocator())  # both runs give a link the same id (the CLI replays it)
+
+    async def lists() -> AsyncIterator[list[dict[str, str]]]:  # a reader's lists, as the CLI's
+        for k in range(5):
+            part = rows(10_000)[k * 2000 : (k + 1) * 2000]
+            taken.extend(f"row-{i}" for i in range(k * 2000 + 1, (k + 1) * 2000 + 1))
+            yield part
+
+    async def run(stop_after: int | None) -> list[Any]:
+        results: list[Any] = []
+        transport = FakeTransport(answering().respond, latency=0.5)
+        client = CascadeClient(api_key="k", transport=transport, rate_limit=None, batch_size=100, linger=0.01)
+        with Journal(str(tmp_path / "j.db")) as journal:
+            items = LINKED.messages(RowLists(lists()), from_name="S", message_type="promo", pool=pool)
+            try:
+                async for r in journal.stream(client, items):
+                    results.append(r)
+                    if len(results) == stop_after:
+                        asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(client.aclose()))
+            except ClientClosedError:
+                pass
+            await client.aclose()
+        return results
+
+    if resumed:
+        earlier = run_virtual(run(stop_after=2500))
+        assert {r.status for r in earlier} >= {Status.ACCEPTED}
+        taken.clear()
+    results = run_virtual(run(stop_after=3000))
+    by_id = {r.tracking_id: r for r in results}
+    assert len(by_id) == len(results)  # nothing twice
+    assert sorted(by_id) == sorted(taken)  # each row taken from the input: the rest of a list too
+    if resumed:  # a row the earlier run settled keeps that result, not "closed before it was sent"
+        assert by_id["row-1"].status is Status.ACCEPTED
+        assert by_id["row-1"].from_journal
