@@ -71,6 +71,25 @@ class FakeTransport:
         self.closed = True
 
 
+def fault_answer(
+    outcome: str, messages: list[dict[str, Any]], slowest: float, wait: float, *error_args: str, delay: float = 0.0
+) -> Any:
+    """What a FakeTransport's ``respond`` gives for one scripted outcome: "ok"; "slow" (ok after
+    ``delay`` seconds, at most ``slowest``); "timeout" and "lost" (outcome unknown); "refused"
+    (certainly not sent); or an HTTP status ("429" with ``Retry-After: wait``)."""
+    if outcome == "ok":
+        return ok_for(messages)
+    if outcome == "slow":
+        return asyncio.sleep(min(delay, slowest), ok_for(messages))
+    if outcome == "timeout":
+        return timeout_error()
+    if outcome == "lost":
+        return TransportError("reset", outcome_unknown=True)
+    if outcome == "refused":
+        return TransportError("connection refused")
+    return error(int(outcome), *error_args, **({"Retry-After": str(wait)} if outcome == "429" else {}))
+
+
 def timeout_error() -> TransportError:
     return CascadeTimeoutError("request timed out", outcome_unknown=True)
 

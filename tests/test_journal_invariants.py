@@ -14,9 +14,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cascade_async import CascadeClient, CascadeError, Journal, RawResponse, Result, RetryPolicy, Status, TransportError
+from cascade_async import CascadeClient, CascadeError, Journal, RawResponse, Result, RetryPolicy, Status
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, timeout_error
+from .support import FakeTransport, fault_answer, msg, run_virtual
 
 TAKING = {"ok", "partial", "lost", "slow", "504"}  # the provider took the request's messages
 OUTCOMES = sorted(TAKING | {"400", "429", "500", "503", "timeout", "refused"})
@@ -44,20 +44,10 @@ def test_a_journaled_job_over_any_faults_and_cuts_never_calls_a_taken_message_un
         if outcome in TAKING:
             for tid in ids:
                 taken[tid] = taken.get(tid, 0) + 1
-        if outcome == "ok":
-            return ok_for(messages)
         if outcome == "partial":
             acks = [{"messageId": f"x-{tid}", "trackinId": tid} for tid in ids[:-1]]
             return RawResponse(200, {}, json.dumps(acks).encode())
-        if outcome == "slow":
-            return asyncio.sleep(rnd.uniform(0, 3), ok_for(messages))
-        if outcome == "timeout":
-            return timeout_error()
-        if outcome == "lost":
-            return TransportError("reset", outcome_unknown=True)
-        if outcome == "refused":
-            return TransportError("connection refused")
-        return error(int(outcome), **({"Retry-After": "0.3"} if outcome == "429" else {}))
+        return fault_answer(outcome, messages, 3.0, 0.3, delay=rnd.uniform(0, 3))
 
     async def run(ending: str, resend: bool) -> list[Result]:
         c = CascadeClient(

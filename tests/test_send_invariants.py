@@ -10,10 +10,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cascade_async import CascadeClient, CascadeError, RateLimit, Result, RetryPolicy, TransportError
+from cascade_async import CascadeClient, CascadeError, RateLimit, Result, RetryPolicy
 from cascade_async import TimeoutError as SendTimeout
 
-from .support import FakeTransport, error, msg, ok_for, run_virtual, timeout_error
+from .support import FakeTransport, fault_answer, msg, run_virtual
 
 OUTCOMES = ["ok", "ok", "ok", "ok", "400", "429", "500", "timeout", "refused", "lost", "slow"]
 
@@ -31,17 +31,7 @@ def test_every_send_ends_none_leaves_after_its_caller_gave_up_and_none_is_called
         outcome = rnd.choice(OUTCOMES)
         if outcome in ("ok", "lost", "slow"):
             taken.update(ids)
-        if outcome == "ok":
-            return ok_for(messages)
-        if outcome == "slow":
-            return asyncio.sleep(rnd.uniform(0, 5), ok_for(messages))
-        if outcome == "timeout":
-            return timeout_error()
-        if outcome == "lost":
-            return TransportError("reset", outcome_unknown=True)
-        if outcome == "refused":
-            return TransportError("connection refused")
-        return error(int(outcome), "BAD", "toPhone", **({"Retry-After": "0.5"} if outcome == "429" else {}))
+        return fault_answer(outcome, messages, 5.0, 0.5, "BAD", "toPhone", delay=rnd.uniform(0, 5))
 
     transport = FakeTransport(respond, latency=rnd.choice([0.0, 0.1, 1.0]))
     ended: dict[int, tuple[str, Result | BaseException | None, float]] = {}
