@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -12,7 +13,7 @@ from ._errors import APIError, CascadeError, ErrorCode, ValidationError
 from ._journal_schema import ACCEPTED, NEW, NOT_SENT, PENDING, REJECTED
 from ._models import Message, Result, Status
 
-__all__ = ["ROW_COLUMNS", "Row", "fingerprint", "not_sent_error", "recorded_result", "row_values"]
+__all__ = ["ROW_COLUMNS", "Row", "as_recorded", "fingerprint", "not_sent_error", "recorded_result", "row_values"]
 
 _encode = msgspec.json.Encoder().encode
 _blake2b = hashlib.blake2b
@@ -150,3 +151,18 @@ def _error(row: Row) -> CascadeError:
         err = CascadeError(message, outcome_unknown=unknown)
     err.gave_up = row.gave_up
     return err
+
+
+def as_recorded(db: sqlite3.Connection, run: int, results: list[Any]) -> list[Any]:
+    """Results for rows taken but never rendered: one an earlier run recorded keeps that result."""
+    ids = [r.tracking_id for r in results if isinstance(r, Result)]
+    found: dict[str, Row] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        query = f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({','.join('?' * len(part))})"
+        found.update((row[0], Row(*row)) for row in db.execute(query, part))
+    out = []
+    for r in results:
+        row = found.get(r.tracking_id) if isinstance(r, Result) else None
+        out.append(recorded_result(row) if row is not None and row.run != run else r)
+    return out

@@ -27,9 +27,9 @@ from operator import attrgetter
 from typing import Any, Final
 
 from ._admission import duplicate, raw_id
-from ._errors import ClientClosedError, ErrorCode, ValidationError
+from ._errors import CascadeError, ClientClosedError, ErrorCode, ValidationError
 from ._journal_input import CHUNK, AsyncInput, Pump, SyncInput
-from ._journal_rows import ROW_COLUMNS, Row, fingerprint, recorded_result
+from ._journal_rows import ROW_COLUMNS, Row, as_recorded, fingerprint, recorded_result
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
 from ._models import Message, Result, Status, convert_chunk, failure
 from ._reading import NOT_SENT_AT_CLOSE
@@ -110,7 +110,20 @@ class ResumeFilter:
         self._items = items
         pump = self._pump = Pump(items)
         try:
-            while (chunk := await pump.take()) is not None:
+            while True:
+                try:
+                    chunk = await pump.take()
+                except Exception as exc:
+                    # A template's wait for variable ids failed: the rest of its list fails with it.
+                    unread_results = getattr(items, "unread_results", None)
+                    if unread_results is not None:
+                        why = CascadeError(f"no variable id could be had for it: {exc!r}")
+                        self._current = iter(as_recorded(self._db, self.run, unread_results(why)))
+                        for out in self._current:
+                            yield out
+                    raise
+                if chunk is None:
+                    break
                 self._current = iter(self.decide(chunk))
                 for out in self._current:
                     yield out
@@ -129,22 +142,8 @@ class ResumeFilter:
         # A template read a row at a time from a reader's lists: the rest of its current list.
         unread_results = getattr(self._items, "unread_results", None)
         if unread_results is not None:
-            left += self._as_recorded(unread_results(ClientClosedError(NOT_SENT_AT_CLOSE)))
+            left += as_recorded(self._db, self.run, unread_results(ClientClosedError(NOT_SENT_AT_CLOSE)))
         return left
-
-    def _as_recorded(self, results: list[Any]) -> list[Any]:
-        """Results for rows taken but never rendered: one an earlier run recorded keeps that result."""
-        ids = [r.tracking_id for r in results if isinstance(r, Result)]
-        found: dict[str, Row] = {}
-        for start in range(0, len(ids), 500):
-            part = ids[start : start + 500]
-            query = f"SELECT {ROW_COLUMNS} FROM outcomes WHERE tracking_id IN ({','.join('?' * len(part))})"
-            found.update((row[0], Row(*row)) for row in self._db.execute(query, part))
-        out = []
-        for r in results:
-            row = found.get(r.tracking_id) if isinstance(r, Result) else None
-            out.append(recorded_result(row) if row is not None and row.run != self.run else r)
-        return out
 
     def decide(self, chunk: list[Any]) -> list[Any]:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""

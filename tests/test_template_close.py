@@ -200,3 +200,35 @@ def test_a_journaled_template_job_closed_mid_list_gives_every_row_it_took_a_resu
     if resumed:  # a row the earlier run settled keeps that result, not "closed before it was sent"
         assert by_id["row-1"].status is Status.ACCEPTED
         assert by_id["row-1"].from_journal
+
+
+def test_a_journaled_template_job_whose_ids_cannot_be_had_fails_the_rest_of_the_list_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    async def lists() -> AsyncIterator[list[dict[str, str]]]:
+        yield rows(50)
+
+    async def main() -> tuple[list[Any], BaseException | None]:
+        pool = VariablePool(FailingAllocator(slow_from=2), block_size=10)
+        results: list[Any] = []
+        raised: BaseException | None = None
+        async with CascadeClient(
+            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
+        ) as client:
+            with Journal(str(tmp_path / "j.db")) as journal:
+                items = LINKED.messages(RowLists(lists()), from_name="S", message_type="promo", pool=pool)
+                try:
+                    async for r in journal.stream(client, items):
+                        results.append(r)
+                except Exception as exc:
+                    raised = exc
+        return results, raised
+
+    results, raised = run_virtual(main())
+    assert isinstance(raised, ConnectionError)
+    by_id = {r.tracking_id: r for r in results}
+    assert len(by_id) == len(results) == 50  # the list of 50 was taken from the input
+    assert [by_id[f"row-{i}"].status for i in range(1, 11)] == [Status.ACCEPTED] * 10
+    rest = [by_id[f"row-{i}"] for i in range(11, 51)]
+    assert {r.status for r in rest} == {Status.FAILED}
+    assert all("Redis is gone" in str(r.error) for r in rest)
