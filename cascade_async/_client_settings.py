@@ -144,8 +144,13 @@ def check_sending(
         raise ValueError(f"send_timeout must be positive (or None for no limit), got {send_timeout}")
     if max_isolation_requests < 2:
         raise ValueError("max_isolation_requests must be at least 2 (one split)")
-    if not isinstance(timeout, aiohttp.ClientTimeout) and not 0 < timeout < math.inf:
-        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout}")
+    if not isinstance(timeout, aiohttp.ClientTimeout) and not (
+        isinstance(timeout, int | float) and 0 < timeout < math.inf
+    ):
+        raise ValueError(
+            "timeout must be a finite number of seconds above 0, or an aiohttp.ClientTimeout "
+            f"(ClientTimeout(total=None) for none), got {timeout!r}"
+        )
     if not 0 <= close_timeout < math.inf:
         raise ValueError(f"close_timeout must be a finite number of seconds, at least 0, got {close_timeout}")
 

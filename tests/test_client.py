@@ -119,6 +119,12 @@ def test_a_setting_of_nan_or_infinity_is_a_value_error_not_a_silent_stall(
         make(value)
 
 
+def test_a_timeout_of_none_is_a_value_error_that_says_how_to_ask_for_no_limit() -> None:
+    with pytest.raises(ValueError, match=r"ClientTimeout\(total=None\)"):
+        CascadeClient(api_key="k", timeout=None)  # type: ignore[arg-type]
+    assert CascadeClient(api_key="k", timeout=aiohttp.ClientTimeout(total=None)) is not None
+
+
 def test_insecure_opt_in() -> None:
     assert CascadeClient(api_key="k", base_url="http://gateway.internal/", allow_insecure=True).base_url == (
         "http://gateway.internal"
