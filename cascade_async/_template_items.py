@@ -9,7 +9,7 @@ from typing import Any, TypeAlias, cast
 from ._errors import CascadeError
 from ._inputs import BadLine
 from ._models import Result, Status, failure
-from ._template_codegen import compile_renderer, compile_rows
+from ._template_codegen import Renderer, compile_renderer, compile_rows
 from ._template_rows import Job, Rejected, TemplateItem, duplicate, render_checked, row_id
 from ._variable_ids import VariablePool
 from ._variables import VariableRun
@@ -46,8 +46,33 @@ class TemplateItems(AsyncIterator[TemplateItem]):
     async def __anext__(self) -> TemplateItem:
         if self._items is None:
             rows = self._rows
-            self._items = self._one_by_one(rows) if isinstance(rows, RowLists) else _generate(self._job, rows)
+            self._items = self._one_by_one(rows) if isinstance(rows, RowLists) else self._generate(rows)
         return await self._items.__anext__()
+
+    async def _generate(self, rows: Rows) -> AsyncIterator[TemplateItem]:
+        """Plain rows a row at a time; a row waiting for the pool's next block of ids is known
+        (``unread_results``) until it is rendered: it was taken from the input."""
+        render = compile_renderer(self._job)
+        if isinstance(rows, AsyncIterable):
+            n = 0
+            async for row in rows:
+                n += 1
+                item = render(row, n)
+                yield item if item is not None else await self._after_refill(render, row, n)
+            return
+        for n, row in enumerate(rows, 1):
+            item = render(row, n)
+            yield item if item is not None else await self._after_refill(render, row, n)
+
+    async def _after_refill(self, render: Renderer, row: Any, n: int) -> TemplateItem:
+        """Row ``n`` rendered after the pool's next block of ids; known until then (``unread_results``)."""
+        self._unrendered = ([row], n)
+        item = None
+        while item is None:
+            await _refill(self._job)
+            item = render(row, n)
+        self._unrendered = ([], 0)
+        return item
 
     async def _one_by_one(self, lists: RowLists) -> AsyncIterator[TemplateItem]:
         """A reader's lists a row at a time (a journal reads them so); the rows of the current
@@ -70,10 +95,11 @@ class TemplateItems(AsyncIterator[TemplateItem]):
 
     def unread_results(self, error: CascadeError) -> list[Result | Rejected]:
         """Iterated a row at a time: a result (as ``unrendered_results``) for each row of the
-        current list of a ``RowLists`` not handed on yet."""
+        current list of a ``RowLists`` not handed on yet, or for the plain row waiting for ids."""
         rows, n = self._list
         self._list = ([], n)
-        self._unrendered = (rows[self._at :], n + self._at + 1)
+        if rows[self._at :]:
+            self._unrendered = (rows[self._at :], n + self._at + 1)
         return self.unrendered_results(error)
 
     async def chunks(self, size: int) -> AsyncIterator[list[TemplateItem]]:
@@ -215,26 +241,6 @@ async def _row_lists(rows: Rows | RowLists, size: int) -> AsyncIterator[list[Any
             if not read:
                 return
             yield read
-
-
-async def _generate(job: Job, rows: Rows) -> AsyncIterator[TemplateItem]:
-    render = compile_renderer(job)
-    if isinstance(rows, AsyncIterable):
-        n = 0
-        async for row in rows:
-            n += 1
-            item = render(row, n)
-            while item is None:
-                await _refill(job)
-                item = render(row, n)
-            yield item
-        return
-    for n, row in enumerate(rows, 1):
-        item = render(row, n)
-        while item is None:
-            await _refill(job)
-            item = render(row, n)
-        yield item
 
 
 async def _refill(job: Job) -> None:

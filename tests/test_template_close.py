@@ -4,6 +4,7 @@ one result, including the rows of a list still waiting for the pool's next block
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -232,3 +233,53 @@ def test_a_journaled_template_job_whose_ids_cannot_be_had_fails_the_rest_of_the_
     rest = [by_id[f"row-{i}"] for i in range(11, 51)]
     assert {r.status for r in rest} == {Status.FAILED}
     assert all("Redis is gone" in str(r.error) for r in rest)
+
+
+@pytest.mark.parametrize("source", ["list", "async rows"])
+@pytest.mark.parametrize("ending", ["ids cannot be had", "client closed"])
+def test_a_journaled_template_job_over_plain_rows_gives_the_row_waiting_for_ids_a_result(
+    tmp_path: Path, source: str, ending: str
+) -> None:
+    # Rows that are not a reader's lists are rendered one at a time: the row waiting for the next
+    # block of ids was taken from the input, and must end with a result like every row before it.
+    data = rows(30)
+
+    async def trickle() -> AsyncIterator[dict[str, str]]:
+        for row in data:
+            yield row
+
+    async def main() -> tuple[list[Any], int]:
+        allocator = FailingAllocator(slow_from=2) if ending == "ids cannot be had" else SlowAllocator(slow_from=2)
+        pool = VariablePool(allocator, block_size=10)
+        results: list[Any] = []
+        client = CascadeClient(api_key="k", transport=answering(), rate_limit=None, batch_size=5, linger=0.01)
+        with Journal(str(tmp_path / "j.db")) as journal:
+            items = LINKED.messages(
+                data if source == "list" else trickle(), from_name="S", message_type="promo", pool=pool
+            )
+
+            async def read() -> None:
+                async for r in journal.stream(client, items):
+                    results.append(r)
+
+            reading = asyncio.ensure_future(read())
+            if ending == "client closed":
+                await allocator.waiting.wait()  # row 11 waits for its id
+                await asyncio.sleep(1.0)  # rows 1-10 are answered meanwhile
+                await client.aclose()
+            with contextlib.suppress(ConnectionError, ClientClosedError):
+                await reading
+            await client.aclose()
+        return results, allocator.calls
+
+    results, calls = run_virtual(main())
+    assert calls == 2
+    by_id = {r.tracking_id: r for r in results}
+    assert len(by_id) == len(results)  # nothing twice
+    assert [by_id[f"row-{i}"].status for i in range(1, 11)] == [Status.ACCEPTED] * 10
+    waiting = by_id.get("row-11")
+    assert waiting is not None  # taken from the input: it has its result
+    assert waiting.status is Status.FAILED
+    assert waiting.error is not None
+    assert not waiting.error.outcome_unknown
+    assert set(by_id) <= {f"row-{i}" for i in range(1, 31)}
