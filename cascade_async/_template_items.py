@@ -58,19 +58,21 @@ class TemplateItems(AsyncIterator[TemplateItem]):
             async for row in rows:
                 n += 1
                 item = render(row, n)
-                yield item if item is not None else await self._after_refill(render, row, n)
+                yield item if item is not None else await self._after_refill(render, [row], n)
             return
         for n, row in enumerate(rows, 1):
             item = render(row, n)
-            yield item if item is not None else await self._after_refill(render, row, n)
+            yield item if item is not None else await self._after_refill(render, [row], n)
 
-    async def _after_refill(self, render: Renderer, row: Any, n: int) -> TemplateItem:
-        """Row ``n`` rendered after the pool's next block of ids; known until then (``unread_results``)."""
-        self._unrendered = ([row], n)
+    async def _after_refill(self, render: Renderer, rows: list[Any], n: int) -> TemplateItem:
+        """``rows[0]`` (row ``n``) rendered after the pool's next block of ids. Until then ``rows``
+        (it and the rows after it already taken from the input) are known as unrendered: if the
+        wait fails or is cancelled, each gets its result (``unrendered_results``)."""
+        self._unrendered = (rows, n)
         item = None
         while item is None:
             await _refill(self._job)
-            item = render(row, n)
+            item = render(rows[0], n)
         self._unrendered = ([], 0)
         return item
 
@@ -86,9 +88,8 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                 n += 1
                 self._at = i
                 item = render(row, n)
-                while item is None:
-                    await _refill(job)
-                    item = render(row, n)
+                if item is None:
+                    item = await self._after_refill(render, [row], n)
                 self._at = i + 1
                 yield item
             self._list = ([], n)
@@ -126,7 +127,6 @@ class TemplateItems(AsyncIterator[TemplateItem]):
     async def _chunks(self, size: int, *, blocks: bool) -> AsyncIterator[_Chunk]:
         job = self._job
         job.blocks = blocks
-        pool = job.pool
         render, render_many = compile_rows(job)
         pending = self.held  # rendered, not handed out yet
         # A reader's lists end where its input paused (or at its chunk size): what came is
@@ -142,20 +142,11 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                 n, spent = render_many(rows, i, end, n, pending)
                 i += n - first
                 if spent:  # row n (rows[i - 1]) needs a new id and the block is used up
-                    item = None
-                    try:
-                        while item is None:
-                            await _refill(job)
-                            item = render(rows[i - 1], n)
-                    except BaseException:
-                        self._unrendered = (rows[i - 1 : end], n)  # each still gets its result
-                        raise
-                    pending.append(item)
+                    pending.append(await self._after_refill(render, rows[i - 1 : end], n))
             while len(pending) >= size or (whole_lists and pending):
                 # A list's new variables go with its first chunk (sooner than its later chunks
                 # need them, never later); the rows left in ``held`` keep theirs in the pool.
-                fresh = pool.take_fresh() if blocks and pool is not None else None
-                _save(pool)
+                fresh = self._hand_over()
                 if len(pending) == size:  # the usual case: the list is the chunk
                     self.held = []
                     yield pending, fresh
@@ -166,18 +157,21 @@ class TemplateItems(AsyncIterator[TemplateItem]):
                     yield chunk, fresh
         if pending:
             self.held = []
-            fresh = pool.take_fresh() if blocks and pool is not None else None
-            _save(pool)
-            yield pending, fresh
+            yield pending, self._hand_over()
 
     def take_held(self) -> _Chunk:
         """The items rendered but not handed out (the rows failed after them), with the new
         variables they may use, as ``blocks`` would have handed them out."""
         held, self.held = self.held, []
+        return held, self._hand_over()
+
+    def _hand_over(self) -> list[VariableRun] | None:
+        """Before rendered items are handed out: the new variables they may use (in blocks), and
+        a journaled pool's ids recorded (``_save``)."""
         pool = self._job.pool
         fresh = pool.take_fresh() if self._job.blocks and pool is not None else None
         _save(pool)
-        return held, fresh
+        return fresh
 
     def unrendered_results(self, error: CascadeError) -> list[Result | Rejected]:
         """A result for each row taken but never rendered (the wait for ids failed or was
