@@ -33,6 +33,7 @@ from ._journal_rows import ROW_COLUMNS, Row, as_recorded, fingerprint, recorded_
 from ._journal_schema import ACCEPTED, FAILED, NEW, PENDING, REJECTED
 from ._models import Message, Result, Status, convert_chunk, failure
 from ._reading import NOT_SENT_AT_CLOSE
+from ._template_items import ids_unavailable
 from ._templates import Personalised
 
 __all__ = ["ResumeFilter"]
@@ -115,12 +116,9 @@ class ResumeFilter:
                     chunk = await pump.take()
                 except Exception as exc:
                     # A template's wait for variable ids failed: the rest of its list fails with it.
-                    unread_results = getattr(items, "unread_results", None)
-                    if unread_results is not None:
-                        why = CascadeError(f"no variable id could be had for it: {exc!r}")
-                        self._current = iter(as_recorded(self._db, self.run, unread_results(why)))
-                        for out in self._current:
-                            yield out
+                    self._current = iter(self._template_unread(ids_unavailable(exc)))
+                    for out in self._current:
+                        yield out
                     raise
                 if chunk is None:
                     break
@@ -139,11 +137,13 @@ class ResumeFilter:
         self._current = None
         if self._pump is not None and (ahead := self._pump.close()):
             left += self.decide(ahead)
-        # A template read a row at a time from a reader's lists: the rest of its current list.
+        return left + self._template_unread(ClientClosedError(NOT_SENT_AT_CLOSE))
+
+    def _template_unread(self, error: CascadeError) -> list[Any]:
+        """A template's items read a row at a time: a result for each row it took from its input
+        and never rendered (one an earlier run settled keeps its recorded result)."""
         unread_results = getattr(self._items, "unread_results", None)
-        if unread_results is not None:
-            left += as_recorded(self._db, self.run, unread_results(ClientClosedError(NOT_SENT_AT_CLOSE)))
-        return left
+        return [] if unread_results is None else as_recorded(self._db, self.run, unread_results(error))
 
     def decide(self, chunk: list[Any]) -> list[Any]:
         """Each item as itself (send it) or as its Result; the chunk's writes in one transaction."""

@@ -20,6 +20,7 @@ from ._errors import CascadeError, ClientClosedError
 from ._inputs import BadLine
 from ._models import Message, Result, Status, failure
 from ._sending import BatchSender
+from ._template_items import ids_unavailable
 from ._templates import Personalised, Rejected, TemplateItems
 from ._upload_blocks import BlockUploads
 from ._uploads import Uploads
@@ -112,7 +113,7 @@ class Reader:
             held, fresh = source.take_held()
             if fresh:
                 self._block_uploads().add(fresh)
-            unrendered = source.unrendered_results(CascadeError(f"no variable id could be had for it: {exc!r}"))
+            unrendered = source.unrendered_results(ids_unavailable(exc))
             rest: Iterator[Any] = iter([*held, *unrendered])  # Results pass admission as they are
             try:
                 await self._read_chunks(rest)

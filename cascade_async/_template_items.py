@@ -14,7 +14,7 @@ from ._template_rows import Job, Rejected, TemplateItem, duplicate, render_check
 from ._variable_ids import VariablePool
 from ._variables import VariableRun
 
-__all__ = ["RowLists", "Rows", "TemplateItems"]
+__all__ = ["RowLists", "Rows", "TemplateItems", "ids_unavailable"]
 
 #: Rows of column to value; a reader's ``BadLine`` in a row's place becomes that row's ``Rejected``.
 Rows: TypeAlias = Iterable[Mapping[str, Any] | BadLine] | AsyncIterable[Mapping[str, Any] | BadLine]
@@ -191,6 +191,12 @@ class TemplateItems(AsyncIterator[TemplateItem]):
             else:
                 out.append(duplicate(tid, n))
         return out
+
+
+def ids_unavailable(cause: BaseException) -> CascadeError:
+    """The error of rows taken but never rendered because the pool's next block of ids could not
+    be had (``unrendered_results``)."""
+    return CascadeError(f"no variable id could be had for it: {cause!r}")
 
 
 def _save(pool: VariablePool | None) -> None:
