@@ -58,6 +58,13 @@ def answering() -> FakeTransport:
     return FakeTransport(lambda body, n: ok_for(body) if isinstance(body, list) else ok_for([]))
 
 
+def make_client(batch_size: int = 20, transport: FakeTransport | None = None) -> CascadeClient:
+    """A client of the fake server that accepts everything, sending partial batches at once."""
+    return CascadeClient(
+        api_key="k", transport=transport or answering(), rate_limit=None, batch_size=batch_size, linger=0.01
+    )
+
+
 def rows(n: int) -> list[dict[str, str]]:
     return [{"toPhone": f"+38050{i:07d}", "name": f"N{i}", "link": f"https://shop.example/{i}"} for i in range(n)]
 
@@ -69,7 +76,7 @@ def test_rows_waiting_for_the_next_block_of_ids_when_the_client_is_closed_each_g
         allocator = SlowAllocator(slow_from=2)
         pool = VariablePool(allocator, block_size=10)  # the first block covers rows 1-10
         results: list[Any] = []
-        client = CascadeClient(api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01)
+        client = make_client()
         stream = client.stream(LINKED.messages(rows(n), from_name="S", message_type="promo", pool=pool))
 
         async def consume() -> None:
@@ -111,9 +118,7 @@ def test_rows_whose_ids_cannot_be_had_fail_with_the_reason_and_the_rows_before_t
         pool = VariablePool(FailingAllocator(slow_from=2), block_size=10)
         results: list[Any] = []
         raised: BaseException | None = None
-        async with CascadeClient(
-            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
-        ) as client:
+        async with make_client() as client:
             try:
                 async for r in client.stream(LINKED.messages(rows(50), from_name="S", message_type="promo", pool=pool)):
                     results.append(r)
@@ -145,9 +150,7 @@ def test_an_unreadable_line_among_the_rows_waiting_for_ids_is_rejected_with_its_
             async for r in client.stream(LINKED.messages(given, from_name="S", message_type="promo", pool=pool)):
                 results.append(r)
 
-        async with CascadeClient(
-            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
-        ) as client:
+        async with make_client() as client:
             with pytest.raises(ConnectionError):
                 await read(client)
         return results
@@ -177,7 +180,7 @@ def test_a_journaled_template_job_closed_mid_list_gives_every_row_it_took_a_resu
     async def run(stop_after: int | None) -> list[Any]:
         results: list[Any] = []
         transport = FakeTransport(answering().respond, latency=0.5)
-        client = CascadeClient(api_key="k", transport=transport, rate_limit=None, batch_size=100, linger=0.01)
+        client = make_client(100, transport)
         with Journal(str(tmp_path / "j.db")) as journal:
             items = LINKED.messages(RowLists(lists()), from_name="S", message_type="promo", pool=pool)
             try:
@@ -213,9 +216,7 @@ def test_a_journaled_template_job_whose_ids_cannot_be_had_fails_the_rest_of_the_
         pool = VariablePool(FailingAllocator(slow_from=2), block_size=10)
         results: list[Any] = []
         raised: BaseException | None = None
-        async with CascadeClient(
-            api_key="k", transport=answering(), rate_limit=None, batch_size=20, linger=0.01
-        ) as client:
+        async with make_client() as client:
             with Journal(str(tmp_path / "j.db")) as journal:
                 items = LINKED.messages(RowLists(lists()), from_name="S", message_type="promo", pool=pool)
                 try:
@@ -252,7 +253,7 @@ def test_a_journaled_template_job_over_plain_rows_gives_the_row_waiting_for_ids_
         allocator = FailingAllocator(slow_from=2) if ending == "ids cannot be had" else SlowAllocator(slow_from=2)
         pool = VariablePool(allocator, block_size=10)
         results: list[Any] = []
-        client = CascadeClient(api_key="k", transport=answering(), rate_limit=None, batch_size=5, linger=0.01)
+        client = make_client(5)
         with Journal(str(tmp_path / "j.db")) as journal:
             items = LINKED.messages(
                 data if source == "list" else trickle(), from_name="S", message_type="promo", pool=pool
